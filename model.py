@@ -1,0 +1,293 @@
+"""The networks of IWM (arXiv 2403.00504, §3): the ViT encoder f_θ (its EMA copy f_θ^EMA is the same class)
+and the world model p_φ, a narrow transformer predictor conditioned on the action a_{x→y}.
+
+The encoder and predictor follow I-JEPA (arXiv 2301.08243, §3 and App. A) with parameter names identical to the
+official code (facebookresearch/ijepa), so that released I-JEPA checkpoints load with `load_weights`:
+`pos_embed, patch_embed.proj, blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}, norm` and
+`predictor_embed, mask_token, predictor_pos_embed, predictor_blocks.{j}.*, predictor_norm, predictor_proj`.
+Conditioning (IWM Table 1) adds its own modules (`action_mlp`, `action_tokens_*`); nothing else is renamed.
+
+Masks are lists of LongTensors [B, K] of flat patch indices (masks.py); as in I-JEPA, the tokens selected by
+the i-th mask of a list are stacked along the batch dimension, so an output has batch size len(masks) * B.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+VIT_PRESETS = {  # name: (width, depth, heads), I-JEPA / ViT paper sizes
+    "tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16), "huge": (1280, 32, 16)}
+PREDICTOR_PRESETS = {  # name: (depth, width); IWM §4.1 (IWM-Inv 12×384, IWM-Equi 18×384), I-JEPA ViT-B: 6×384
+    "ijepa": (6, 384), "iwm_inv": (12, 384), "iwm_equi": (18, 384)}
+ACTION_DIM = 7  # a_{x→y}: 4 jitter differences + 3 destructive flags (augment.ACTION_NAMES)
+
+
+def sincos_pos_embed(dim, grid_h, grid_w):
+    """Fixed 2-D sin-cos embedding [grid_h*grid_w, dim] (MAE/I-JEPA): x (column) uses the first half of the
+    channels and y (row) the second, each as [sin, cos] of position × 1/10000^(k/(dim/4))."""
+    assert dim % 4 == 0, "sin-cos position embedding needs a width divisible by 4"
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    ys, xs = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64),
+                            indexing="ij")
+    def emb(p):
+        out = p.reshape(-1, 1) * omega[None]
+        return torch.cat([out.sin(), out.cos()], dim=1)
+    return torch.cat([emb(xs), emb(ys)], dim=1).float()
+
+
+def apply_masks(x, masks):
+    """Gather the tokens of x [B, N, D] at each mask [B, K] and stack the results along the batch: [len·B, K, D]."""
+    return torch.cat([torch.gather(x, 1, m.unsqueeze(-1).expand(-1, -1, x.size(-1))) for m in masks], dim=0)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the residual branch per sample (used by encoder finetuning, MAE recipe)."""
+    def __init__(self, p=0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.ndim - 1))).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        # SDPA picks flash / memory-efficient kernels on GPU; same math (scale head_dim^-0.5) as the official code
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (LayerNorm eps 1e-6, MLP ratio 4, exact GELU)."""
+    def __init__(self, dim, num_heads, mlp_ratio=4.0, drop_path=0.0):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim, eps=1e-6), Attention(dim, num_heads)
+        self.norm2, self.mlp = nn.LayerNorm(dim, eps=1e-6), MLP(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def run_blocks(blocks, x, grad_ckpt):
+    for blk in blocks:  # activation checkpointing trades ~30% compute for O(depth) less activation memory
+        x = checkpoint(blk, x, use_reentrant=False) if grad_ckpt and x.requires_grad else blk(x)
+    return x
+
+
+def init_weights(module, num_blocks_attr):
+    """Truncated normal (std 0.02, cut at ±2σ) for Linear/Conv weights, zero biases, LayerNorm (1, 0).
+    The official code calls timm's trunc_normal_(std=0.02) whose default cut is ±2 in absolute value, i.e. an
+    untruncated normal in practice; we cut at ±2σ (the intent). Like the official `fix_init_weight`, the output
+    projections of block l (attn.proj, mlp.fc2) are divided by sqrt(2l) so the residual stream does not grow
+    with depth."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    for layer, blk in enumerate(getattr(module, num_blocks_attr), start=1):
+        blk.attn.proj.weight.data.div_(math.sqrt(2.0 * layer))
+        blk.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size, in_chans, dim):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)  # [B, N, D], patches in row-major order
+
+
+class VisionTransformer(nn.Module):
+    """Encoder f_θ: ViT without cls token and with a fixed sin-cos position embedding (I-JEPA §3)."""
+    def __init__(self, img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+                 drop_path=0.0, in_chans=3):
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"image size {img_size} is not divisible by patch size {patch_size}")
+        self.img_size, self.patch_size, self.embed_dim, self.num_heads = img_size, patch_size, embed_dim, num_heads
+        self.grid = (img_size // patch_size, img_size // patch_size)
+        self.num_patches = self.grid[0] * self.grid[1]
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        # a Parameter (not a buffer) because official checkpoints store it among the parameters; never trained
+        self.pos_embed = nn.Parameter(sincos_pos_embed(embed_dim, *self.grid)[None], requires_grad=False)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, drop_path * i / max(depth - 1, 1))
+                                    for i in range(depth))  # drop path grows linearly with depth (MAE)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.grad_ckpt = False
+        init_weights(self, "blocks")
+
+    def forward(self, x, masks=None):
+        """x [B, 3, H, W] → tokens [B, N, D]; with masks (list of [B, K]) only the kept patches are encoded:
+        [len(masks)·B, K, D]. The image size must be the one the model was built for."""
+        if x.shape[-2:] != (self.img_size, self.img_size):
+            raise ValueError(f"encoder built for {self.img_size}px images, got {tuple(x.shape[-2:])}")
+        x = self.patch_embed(x) + self.pos_embed
+        if masks is not None:
+            x = apply_masks(x, masks)
+        return self.norm(run_blocks(self.blocks, x, self.grad_ckpt))
+
+
+def vit(name="base", **kw):
+    width, depth, heads = VIT_PRESETS[name]
+    return VisionTransformer(embed_dim=width, depth=depth, num_heads=heads, **kw)
+
+
+class Predictor(nn.Module):
+    """World model p_φ(z_x, a_{x→y}, m_a) (IWM §3): context tokens + one mask token per target position,
+    conditioned on the action a_{x→y} [B, 7] in one of three ways (IWM Table 1):
+      none     - the action is ignored (I-JEPA);
+      sequence - each action scalar becomes a token through its own Linear(1→Dp) (separate projections break
+                 the permutation symmetry); these tokens get no position embedding and produce no output;
+      feature  - the action is concatenated to every (mask token + position embedding) and mixed back to Dp by a
+                 3-layer MLP.
+    """
+    def __init__(self, grid, embed_dim=768, predictor_embed_dim=384, depth=6, num_heads=12, cond="feature",
+                 action_dim=ACTION_DIM, mlp_ratio=4.0):
+        super().__init__()
+        if cond not in ("none", "sequence", "feature"):
+            raise ValueError(f"cond must be none, sequence or feature, got {cond!r}")
+        self.cond, self.grid, self.embed_dim, self.action_dim = cond, tuple(grid), embed_dim, action_dim
+        dp = predictor_embed_dim
+        self.predictor_embed = nn.Linear(embed_dim, dp)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dp))
+        self.predictor_pos_embed = nn.Parameter(sincos_pos_embed(dp, *self.grid)[None], requires_grad=False)
+        self.predictor_blocks = nn.ModuleList(Block(dp, num_heads, mlp_ratio) for _ in range(depth))
+        self.predictor_norm = nn.LayerNorm(dp, eps=1e-6)
+        self.predictor_proj = nn.Linear(dp, embed_dim)
+        if cond == "feature":
+            self.action_mlp = nn.Sequential(nn.Linear(dp + action_dim, dp), nn.GELU(), nn.Linear(dp, dp), nn.GELU(),
+                                            nn.Linear(dp, dp))
+        elif cond == "sequence":  # action_dim independent Linear(1→Dp), stored as one weight/bias pair
+            self.action_tokens_weight = nn.Parameter(torch.zeros(action_dim, dp))
+            self.action_tokens_bias = nn.Parameter(torch.zeros(action_dim, dp))
+        self.grad_ckpt = False
+        init_weights(self, "predictor_blocks")
+        nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.04, b=0.04)
+        if cond == "sequence":
+            nn.init.trunc_normal_(self.action_tokens_weight, std=0.02, a=-0.04, b=0.04)
+            nn.init.trunc_normal_(self.action_tokens_bias, std=0.02, a=-0.04, b=0.04)
+
+    def forward(self, z, masks_x=None, masks=None, action=None, extra_tokens=None, one_pass=False):
+        """z: context tokens [B, Kc, D] selected by masks_x (list of one [B, Kc]; None: z holds all N positions).
+        masks: target masks (list of [B, Kt]; None: predict every position). action: [B, 7] (None: null action).
+        extra_tokens: [B, T, Dp] tokens appended to every sequence (task tokens for multitask finetuning).
+        one_pass: predict the union of target blocks in one sequence instead of one sequence per block (I-JEPA
+        default, blocks never attend to each other); about twice as fast, a speed option.
+        Returns predictions [len(masks)·B, Kt, D] in the encoder's width."""
+        B, n_pos = z.shape[0], self.grid[0] * self.grid[1]
+        device = z.device
+        if masks_x is not None and len(masks_x) != 1:
+            raise ValueError("the predictor takes exactly one context mask per image")
+        if masks is None:
+            masks = [torch.arange(n_pos, device=device).expand(B, -1)]
+        pos = self.predictor_pos_embed.expand(B, -1, -1)
+        x = self.predictor_embed(z)
+        x = x + (pos if masks_x is None else apply_masks(pos, masks_x))
+        n_ctx, n_tgt, n_blocks = x.shape[1], masks[0].shape[1], len(masks)
+        if one_pass:  # all blocks as one sequence of n_blocks·Kt mask tokens, split back after the blocks
+            masks = [torch.cat(masks, dim=1)]
+        tgt = self.mask_token + apply_masks(pos, masks)  # [m·B, K, Dp]
+        m = len(masks)
+        if action is None:
+            action = z.new_zeros(B, self.action_dim)
+        action = action.to(x.dtype).repeat(m, 1)
+        if self.cond == "feature":
+            tgt = self.action_mlp(torch.cat([tgt, action[:, None].expand(-1, tgt.shape[1], -1)], dim=-1))
+        x = torch.cat([x.repeat(m, 1, 1), tgt], dim=1)
+        extra = [] if extra_tokens is None else [extra_tokens.to(x.dtype).repeat(m, 1, 1)]
+        if self.cond == "sequence":
+            extra.append(action[:, :, None] * self.action_tokens_weight + self.action_tokens_bias)
+        if extra:
+            x = torch.cat([x] + extra, dim=1)
+        x = run_blocks(self.predictor_blocks, x, self.grad_ckpt)
+        x = self.predictor_proj(self.predictor_norm(x[:, n_ctx:n_ctx + tgt.shape[1]]))
+        if one_pass:
+            x = torch.cat(x.split(n_tgt, dim=1), dim=0)  # [B, n·Kt, D] → [n·B, Kt, D], the per-block layout
+        return x
+
+
+def predictor_for(encoder, preset="iwm_equi", cond="feature", depth=None, width=None):
+    d, w = PREDICTOR_PRESETS[preset]
+    return Predictor(encoder.grid, encoder.embed_dim, width or w, depth or d, encoder.num_heads, cond)
+
+
+def count_params(module, trainable_only=True):
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def clean_state_dict(sd):
+    """Strip the `module.` (DDP) and `_orig_mod.` (torch.compile) prefixes that official and wrapped checkpoints
+    carry, so that any of them loads into a plain module."""
+    out = {}
+    for k, v in sd.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k.replace("._orig_mod.", ".")] = v
+    return out
+
+
+def conditioning_keys(module):
+    return {k for k in module.state_dict() if k.startswith(("action_mlp.", "action_tokens_"))}
+
+
+def load_state(module, sd, allow_missing=(), name="module"):
+    """Load sd into module strictly, except for the keys in allow_missing, which keep their fresh init.
+    Anything else missing or unexpected, or a shape difference, is a ValueError naming the keys (never a
+    silent partial load). Returns the sorted list of keys that were missing and allowed."""
+    sd, own = clean_state_dict(sd), module.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    bad_missing = [k for k in missing if k not in set(allow_missing)]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and sd[k].shape != own[k].shape]
+    if bad_missing or unexpected or shapes:
+        raise ValueError(f"{name}: checkpoint does not match this config: missing {bad_missing[:6]}, "
+                         f"unexpected {unexpected[:6]}, shape mismatch {shapes[:4]}")
+    module.load_state_dict(sd, strict=False)
+    return missing
+
+
+def load_weights(path, encoder=None, predictor=None, target_encoder=None):
+    """Load an official I-JEPA checkpoint or one of ours (both hold dicts `encoder`, `predictor`,
+    `target_encoder`). An official predictor has no conditioning modules: exactly those keys may be missing.
+    Returns the loaded checkpoint dict (for its other entries)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    for key, module in (("encoder", encoder), ("target_encoder", target_encoder), ("predictor", predictor)):
+        if module is None:
+            continue
+        if key not in ckpt:
+            raise ValueError(f"{path} has no {key!r} weights (it holds {sorted(ckpt)})")
+        load_state(module, ckpt[key], conditioning_keys(module) if key == "predictor" else (), f"{path}:{key}")
+    return ckpt

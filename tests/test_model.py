@@ -1,0 +1,161 @@
+"""model.py: ViT encoder, predictor and its conditioning, I-JEPA-compatible names and loading."""
+import pytest
+import torch
+
+import model as M
+
+
+def small_encoder(**kw):
+    return M.VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, **kw)
+
+
+def test_vit_tiny_param_count():
+    enc = M.vit("tiny", img_size=224, patch_size=16)
+    assert M.count_params(enc) == 5_486_400  # trainable, pos_embed is fixed
+    assert enc.pos_embed.requires_grad is False and enc.num_patches == 196
+
+
+def test_image_size_must_divide():
+    with pytest.raises(ValueError, match="not divisible"):
+        M.VisionTransformer(img_size=30, patch_size=8)
+    with pytest.raises(ValueError, match="built for 32px"):
+        small_encoder()(torch.zeros(1, 3, 64, 64))
+
+
+def test_sincos_layout():
+    pe = M.sincos_pos_embed(8, 2, 3)  # x in the first half of the channels, y in the second
+    assert pe.shape == (6, 8)
+    assert torch.equal(pe[0, :4], pe[3, :4])  # same column, different row → same x half
+    assert torch.equal(pe[0, 4:], pe[1, 4:])  # same row, different column → same y half
+    assert not torch.equal(pe[0, :4], pe[1, :4])
+    assert torch.allclose(pe[:, 2:4][0], torch.ones(2))  # cos(0) = 1 for column 0
+
+
+def test_masked_encoding_equals_gathered_inputs():
+    torch.manual_seed(0)
+    enc = small_encoder().eval()
+    x = torch.randn(2, 3, 32, 32)
+    m1, m2 = torch.tensor([[0, 3, 5], [1, 2, 15]]), torch.tensor([[4, 6, 9], [0, 7, 8]])
+    out = enc(x, [m1, m2])
+    assert out.shape == (4, 3, 48)
+    # encoding a subset = running the blocks on the gathered tokens only
+    tok = enc.patch_embed(x) + enc.pos_embed
+    ref = enc.norm(M.run_blocks(enc.blocks, M.apply_masks(tok, [m1, m2]), False))
+    assert torch.allclose(out, ref, atol=1e-6)
+    full = enc(x)
+    assert full.shape == (2, 16, 48)
+    assert not torch.allclose(out[:2], M.apply_masks(full, [m1]), atol=1e-4)  # context changes the features
+
+
+def test_sdpa_matches_manual_attention():
+    torch.manual_seed(0)
+    attn = M.Attention(48, 3)
+    x = torch.randn(2, 5, 48)
+    q, k, v = attn.qkv(x).reshape(2, 5, 3, 3, 16).permute(2, 0, 3, 1, 4)
+    a = (q @ k.transpose(-2, -1) * 16 ** -0.5).softmax(-1)  # the official code's hand-written attention
+    ref = attn.proj((a @ v).transpose(1, 2).reshape(2, 5, 48))
+    assert torch.allclose(attn(x), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("cond", ["none", "sequence", "feature"])
+def test_predictor_conditioning(cond):
+    torch.manual_seed(0)
+    enc = small_encoder()
+    pred = M.Predictor(enc.grid, 48, 32, depth=2, num_heads=4, cond=cond).eval()
+    ctx = [torch.tensor([[0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15]])]
+    tgts = [torch.tensor([[8, 9], [0, 1]]), torch.tensor([[12, 13], [2, 3]])]
+    z = torch.randn(2, 6, 48)
+    a = torch.randn(2, 7)
+    out = pred(z, ctx, tgts, a)
+    assert out.shape == (4, 2, 48)
+    changed = not torch.allclose(out, pred(z, ctx, tgts, a + 1.0), atol=1e-5)
+    assert changed == (cond != "none")  # only conditioned predictors see the action
+    # each target block is its own sequence: block 2's prediction does not depend on block 1
+    out2 = pred(z, ctx, [tgts[1]], a)
+    assert torch.allclose(out[2:], out2, atol=1e-5)
+    # per-sample independence: changing image 1's action leaves image 0 untouched
+    a2 = a.clone(); a2[1] += 3
+    assert torch.allclose(pred(z, ctx, tgts, a2)[0], out[0], atol=1e-5)
+    # the one-pass option returns the same layout
+    assert pred(z, ctx, tgts, a, one_pass=True).shape == out.shape
+    # predict every position with the null action
+    full = pred(torch.randn(2, 16, 48), None, None, None)
+    assert full.shape == (2, 16, 48)
+
+
+def test_one_pass_equals_per_block_when_single_block():
+    torch.manual_seed(0)
+    pred = M.Predictor((4, 4), 48, 32, depth=2, num_heads=4, cond="feature").eval()
+    z, ctx, t = torch.randn(2, 6, 48), [torch.arange(6).expand(2, -1)], [torch.tensor([[8, 9], [12, 13]])]
+    assert torch.allclose(pred(z, ctx, t), pred(z, ctx, t, one_pass=True), atol=1e-6)
+
+
+def test_extra_tokens_change_output():
+    torch.manual_seed(0)
+    pred = M.Predictor((4, 4), 48, 32, depth=1, num_heads=4, cond="none").eval()
+    z = torch.randn(2, 16, 48)
+    a, b = pred(z, extra_tokens=torch.randn(2, 1, 32)), pred(z, extra_tokens=torch.randn(2, 1, 32))
+    assert a.shape == (2, 16, 48) and not torch.allclose(a, b)
+
+
+def official_like_state(module, prefix="module."):
+    return {prefix + k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_load_official_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    enc, src_pred = small_encoder(), M.Predictor((4, 4), 48, 32, depth=2, num_heads=3, cond="none")
+    ckpt = {"encoder": official_like_state(enc), "target_encoder": official_like_state(enc),
+            "predictor": official_like_state(src_pred), "epoch": 3}
+    path = tmp_path / "ijepa.pth.tar"
+    torch.save(ckpt, path)
+    enc2 = small_encoder()
+    pred2 = M.Predictor((4, 4), 48, 32, depth=2, num_heads=3, cond="feature")
+    out = M.load_weights(path, encoder=enc2, predictor=pred2)
+    assert out["epoch"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), enc2.state_dict().values()))
+    assert torch.equal(pred2.predictor_proj.weight, src_pred.predictor_proj.weight)
+    assert M.conditioning_keys(pred2)  # loaded with exactly these fresh
+    missing = M.load_state(pred2, ckpt["predictor"], M.conditioning_keys(pred2))
+    assert set(missing) == M.conditioning_keys(pred2)
+
+
+def test_load_refuses_partial_or_mismatched(tmp_path):
+    enc = small_encoder()
+    sd = official_like_state(enc, "_orig_mod.")
+    del sd["_orig_mod.blocks.1.mlp.fc2.bias"]
+    with pytest.raises(ValueError, match="blocks.1.mlp.fc2.bias"):
+        M.load_state(small_encoder(), sd)
+    wider = M.VisionTransformer(img_size=32, patch_size=8, embed_dim=96, depth=2, num_heads=3)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        M.load_state(wider, enc.state_dict())
+    torch.save({"encoder": enc.state_dict()}, tmp_path / "enc_only.pt")
+    with pytest.raises(ValueError, match="no 'predictor'"):
+        M.load_weights(tmp_path / "enc_only.pt", predictor=M.Predictor((4, 4), 48, 32, 1, 3))
+    with pytest.raises(FileNotFoundError):
+        M.load_weights(tmp_path / "nope.pt", encoder=enc)
+
+
+def test_init_and_grad_checkpointing_same_result():
+    torch.manual_seed(0)
+    enc = small_encoder()
+    w = enc.blocks[0].mlp.fc1.weight
+    assert w.abs().max() <= 0.04 + 1e-7 and 0.01 < w.std() < 0.03
+    assert torch.all(enc.blocks[0].norm1.weight == 1)
+    x = torch.randn(2, 3, 32, 32)
+    g = []
+    for ck in (False, True):
+        enc.zero_grad(); enc.grad_ckpt = ck
+        enc(x).square().mean().backward()
+        g.append(enc.patch_embed.proj.weight.grad.clone())
+    assert torch.allclose(g[0], g[1], atol=1e-6)
+
+
+def test_drop_path_only_in_training():
+    torch.manual_seed(0)
+    enc = small_encoder(drop_path=0.5)
+    x = torch.randn(4, 3, 32, 32)
+    enc.eval()
+    assert torch.equal(enc(x), enc(x))
+    enc.train()
+    assert not torch.equal(enc(x), enc(x))
