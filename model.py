@@ -17,10 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-VIT_PRESETS = {  # name: (width, depth, heads), I-JEPA / ViT paper sizes
-    "tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16), "huge": (1280, 32, 16)}
-PREDICTOR_PRESETS = {  # name: (depth, width); IWM §4.1 (IWM-Inv 12×384, IWM-Equi 18×384), I-JEPA ViT-B: 6×384
-    "ijepa": (6, 384), "iwm_inv": (12, 384), "iwm_equi": (18, 384)}
+VIT_PRESETS = {  # name: (width, depth, heads), I-JEPA / ViT paper sizes; "micro" is ours, for CPU quick starts
+    "micro": (128, 6, 4), "tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16), "huge": (1280, 32, 16)}
+# Predictor sizes (depth × width, configs/): IWM-Inv 12×384, IWM-Equi 18×384 (ViT-L 36×512), I-JEPA ViT-B 6×384
 ACTION_DIM = 7  # a_{x→y}: 4 jitter differences + 3 destructive flags (augment.ACTION_NAMES)
 
 
@@ -235,9 +234,16 @@ class Predictor(nn.Module):
         return x
 
 
-def predictor_for(encoder, preset="iwm_equi", cond="feature", depth=None, width=None):
-    d, w = PREDICTOR_PRESETS[preset]
-    return Predictor(encoder.grid, encoder.embed_dim, width or w, depth or d, encoder.num_heads, cond)
+def build_models(cfg):
+    """Encoder and predictor from a run config (train.py's keys, stored in every checkpoint): model, img_size,
+    patch_size, pred_depth, pred_width, cond, drop_path (optional)."""
+    if cfg["model"] not in VIT_PRESETS:
+        raise ValueError(f"unknown model {cfg['model']!r}; choose from {sorted(VIT_PRESETS)}")
+    encoder = vit(cfg["model"], img_size=cfg["img_size"], patch_size=cfg["patch_size"],
+                  drop_path=cfg.get("drop_path", 0.0))
+    predictor = Predictor(encoder.grid, encoder.embed_dim, cfg["pred_width"], cfg["pred_depth"], encoder.num_heads,
+                          cfg["cond"])
+    return encoder, predictor
 
 
 def count_params(module, trainable_only=True):

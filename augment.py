@@ -1,0 +1,185 @@
+"""Source and target views and the action a_{x→y} (IWM arXiv 2403.00504 §3, "Learning a world model").
+
+From one crop + flip I' of an image: target y = colour jitter of I' (no destructive transform, so y keeps all the
+information); source x = an independent jitter of I' followed by grayscale / Gaussian blur / solarization. The
+action a_{x→y} holds what the world model needs to undo x's corruption: the jitter differences (target − source,
+for brightness, contrast, saturation, hue) and a 0/1 flag per destructive transform applied to x.
+
+Design: the geometric part (the shared random-resized crop + flip) is done per sample by torchvision in the loader
+workers (data.train_transform): it is exact and antialiased on images of any decoded size, cheap on uint8, and,
+being shared by x and y, never enters a_{x→y}. The photometric part here is batched: per-sample parameters as
+[B] tensors, every op a broadcast tensor op, no Python loop over images, so it runs on the GPU next to the model
+(it is float work on every pixel, twice per image). Any batch size works, so B = 1 inside a worker works too.
+Each op equals torchvision.transforms.v2.functional's on float images (tests/test_augment.py).
+"""
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+ACTION_NAMES = ("brightness", "contrast", "saturation", "hue", "grayscale", "blur", "solarize")
+JITTER = ACTION_NAMES[:4]
+DESTRUCTIVE = ACTION_NAMES[4:]
+GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, torchvision's rgb_to_grayscale
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics, as official I-JEPA weights expect
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    jitter_p: float = 0.8  # colour jitter applied as a whole with this probability (SimCLR / I-JEPA style)
+    brightness: float = 0.4  # factors uniform in [max(0, 1 − s), 1 + s]; hue shift uniform in [−h, h]
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2  # destructive transforms: source only
+    blur_p: float = 0.2
+    blur_sigma: tuple = (0.1, 2.0)
+    blur_kernel_frac: float = 0.1  # kernel ≈ 10% of the image side (SimCLR), odd
+    solarize_p: float = 0.2
+    solarize_threshold: float = 0.5
+
+
+IWM = AugmentConfig()
+PRESETS = {
+    "iwm": IWM,  # paper default: jitter + destructive (IWM-Inv / IWM-Equi)
+    "jitter": replace(IWM, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0),  # Table 2 "jitter" row
+    "strong": replace(IWM, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2),  # Table 2 "strong jitter" (SimCLR)
+    "ijepa": replace(IWM, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0),  # I-JEPA: crop only
+}
+
+
+def sample_params(n, cfg, *, destructive, generator=None, device=None):
+    """Per-sample parameters as [n] tensors. Where jitter is not applied its factors are the identity (1, hue 0);
+    destructive flags are all False when destructive=False (the target). Draws happen on the generator's device and
+    always in the same number, so a seed fixes everything."""
+    dev = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(9, n, generator=generator, device=dev)
+    jitter = u[0] < cfg.jitter_p
+    p = {"jitter": jitter}
+    for j, name in enumerate(("brightness", "contrast", "saturation"), start=1):
+        s = getattr(cfg, name)
+        lo, hi = max(0.0, 1.0 - s), 1.0 + s
+        p[name] = torch.where(jitter, lo + u[j] * (hi - lo), torch.ones_like(u[j]))
+    p["hue"] = torch.where(jitter, (2 * u[4] - 1) * cfg.hue, torch.zeros_like(u[4]))
+    for j, name in enumerate(DESTRUCTIVE, start=5):
+        p[name] = (u[j] < getattr(cfg, f"{name}_p")) & destructive
+    p["sigma"] = cfg.blur_sigma[0] + u[8] * (cfg.blur_sigma[1] - cfg.blur_sigma[0])
+    return {k: v.to(device) for k, v in p.items()} if device is not None else p
+
+
+def _col(v, img):  # [B] → [B, 1, 1, 1] in the image's dtype
+    return v.to(img.dtype).view(-1, 1, 1, 1)
+
+
+def grayscale(img):
+    r, g, b = img.unbind(1)
+    return (r * GRAY[0] + g * GRAY[1] + b * GRAY[2]).unsqueeze(1)  # [B, 1, H, W]
+
+
+def blend(a, b, f):
+    return (f * a + (1 - f) * b).clamp_(0, 1)
+
+
+def adjust_brightness(img, f):
+    return (img * _col(f, img)).clamp_(0, 1)
+
+
+def adjust_contrast(img, f):
+    return blend(img, grayscale(img).mean(dim=(1, 2, 3), keepdim=True), _col(f, img))
+
+
+def adjust_saturation(img, f):
+    return blend(img, grayscale(img), _col(f, img))
+
+
+def adjust_hue(img, shift):
+    """Rotate the hue by `shift` (fraction of a turn) per sample: RGB → HSV → RGB, torchvision's algorithm."""
+    r, g, b = img.unbind(1)
+    maxc, minc = img.amax(1), img.amin(1)
+    span = maxc - minc
+    flat = span == 0
+    s = span / torch.where(flat, torch.ones_like(maxc), maxc)
+    div = torch.where(flat, torch.ones_like(span), span)
+    rc, gc, bc = (maxc - r) / div, (maxc - g) / div, (maxc - b) / div
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h6 = (((h / 6.0 + 1.0) % 1.0 + shift.to(img.dtype).view(-1, 1, 1)) % 1.0 * 6).unsqueeze(1)
+    # HSV → RGB without sector tables: channel n ∈ (5, 3, 1) for (r, g, b) is v − v·s·clamp(min(k, 4 − k), 0, 1)
+    # with k = (n + 6h) mod 6, the same piecewise-linear function as torchvision's (v, p, q, t) selection
+    k = (torch.tensor([5.0, 3.0, 1.0], device=img.device, dtype=img.dtype).view(1, 3, 1, 1) + h6) % 6
+    ramp = torch.minimum(k, 4 - k).clamp_(0, 1)
+    v, s = maxc.unsqueeze(1), s.unsqueeze(1)
+    return (v - v * s * ramp).clamp_(0, 1)
+
+
+def gaussian_blur(img, sigma, kernel_size):
+    """Per-sample sigma, one odd kernel size, reflect padding (torchvision's), as two separable grouped convs."""
+    B, C, H, W = img.shape
+    x = torch.arange(kernel_size, device=img.device, dtype=img.dtype) - (kernel_size - 1) / 2
+    k = torch.exp(-0.5 * (x / sigma.to(img.dtype).view(-1, 1)) ** 2)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(C, 0)  # [B·C, k]: one kernel per image and channel
+    pad = kernel_size // 2
+    out = F.pad(img.reshape(1, B * C, H, W), (pad, pad, pad, pad), mode="reflect")
+    out = F.conv2d(out, k.view(B * C, 1, kernel_size, 1), groups=B * C)
+    out = F.conv2d(out, k.view(B * C, 1, 1, kernel_size), groups=B * C)
+    return out.view(B, C, H, W)
+
+
+def solarize(img, threshold):
+    return torch.where(img >= threshold, 1.0 - img, img)
+
+
+def kernel_size_for(side, frac):
+    return max(3, int(frac * side) // 2 * 2 + 1)
+
+
+def apply_params(images, p, cfg=IWM):
+    """images float [B, 3, H, W] in [0, 1] → the view defined by p: jitter in the fixed order brightness, contrast,
+    saturation, hue (so the parameters define the image), then grayscale, blur, solarize where flagged. Every op
+    runs on the whole batch and torch.where picks per sample: no host sync, no data-dependent shapes."""
+    sel = lambda flag, new, old: torch.where(flag.view(-1, 1, 1, 1), new, old)
+    x = adjust_brightness(images, p["brightness"])
+    x = adjust_contrast(x, p["contrast"])
+    x = adjust_saturation(x, p["saturation"])
+    x = sel(p["jitter"], adjust_hue(x, p["hue"]), images)
+    x = sel(p["grayscale"], grayscale(x).expand_as(x), x)
+    k = kernel_size_for(min(x.shape[-2:]), cfg.blur_kernel_frac)  # constants come from cfg: no host sync
+    x = sel(p["blur"], gaussian_blur(x, p["sigma"], k), x)
+    return sel(p["solarize"], solarize(x, cfg.solarize_threshold), x)
+
+
+def action_from_params(src, tgt):
+    """a_{x→y} [B, 7]: target − source for the 4 jitter numbers, then the source's destructive flags."""
+    jit = [tgt[k] - src[k] for k in JITTER]
+    return torch.stack(jit + [src[k].float() for k in DESTRUCTIVE], dim=1).float()
+
+
+def to_float(images):
+    return images.float().div(255) if images.dtype == torch.uint8 else images.float()
+
+
+def make_views(images, cfg=IWM, generator=None):
+    """images uint8 or float [B, 3, H, W] (any device) → source x, target y (float in [0, 1]), action [B, 7] and
+    the sampled parameters {"source": ..., "target": ...}."""
+    img = to_float(images)
+    src = sample_params(len(img), cfg, destructive=True, generator=generator, device=img.device)
+    tgt = sample_params(len(img), cfg, destructive=False, generator=generator, device=img.device)
+    return apply_params(img, src, cfg), apply_params(img, tgt, cfg), action_from_params(src, tgt), {"source": src, "target": tgt}
+
+
+def normalize(x):
+    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+if __name__ == "__main__":
+    import time
+    imgs = torch.randint(0, 256, (256, 3, 224, 224), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    make_views(imgs[:8], generator=g)
+    t0, n = time.perf_counter(), 3
+    for _ in range(n):
+        make_views(imgs, generator=g)
+    dt = (time.perf_counter() - t0) / n
+    print(f"make_views: {256 / dt:.0f} images/s at 224px, batch 256, {torch.get_num_threads()} CPU threads "
+          f"(source + target views per image)")
