@@ -167,7 +167,10 @@ class Predictor(nn.Module):
       sequence - each action scalar becomes a token through its own Linear(1→Dp) (separate projections break
                  the permutation symmetry); these tokens get no position embedding and produce no output;
       feature  - the action is concatenated to every (mask token + position embedding) and mixed back to Dp by a
-                 3-layer MLP.
+                 3-layer MLP, added as a residual whose last layer starts at zero (our choice: a plain MLP output
+                 shrinks the mask token and its position to ~1e-3 at init and the action is learned very slowly;
+                 with the residual, a conditioned predictor starts exactly as the unconditioned one, so official
+                 I-JEPA predictor weights keep their behaviour when loaded).
     """
     def __init__(self, grid, embed_dim=768, predictor_embed_dim=384, depth=6, num_heads=12, cond="feature",
                  action_dim=ACTION_DIM, mlp_ratio=4.0):
@@ -191,6 +194,9 @@ class Predictor(nn.Module):
         self.grad_ckpt = False
         init_weights(self, "predictor_blocks")
         nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.04, b=0.04)
+        if cond == "feature":
+            nn.init.zeros_(self.action_mlp[-1].weight)
+            nn.init.zeros_(self.action_mlp[-1].bias)
         if cond == "sequence":
             nn.init.trunc_normal_(self.action_tokens_weight, std=0.02, a=-0.04, b=0.04)
             nn.init.trunc_normal_(self.action_tokens_bias, std=0.02, a=-0.04, b=0.04)
@@ -220,7 +226,7 @@ class Predictor(nn.Module):
             action = z.new_zeros(B, self.action_dim)
         action = action.to(x.dtype).repeat(m, 1)
         if self.cond == "feature":
-            tgt = self.action_mlp(torch.cat([tgt, action[:, None].expand(-1, tgt.shape[1], -1)], dim=-1))
+            tgt = tgt + self.action_mlp(torch.cat([tgt, action[:, None].expand(-1, tgt.shape[1], -1)], dim=-1))
         x = torch.cat([x.repeat(m, 1, 1), tgt], dim=1)
         extra = [] if extra_tokens is None else [extra_tokens.to(x.dtype).repeat(m, 1, 1)]
         if self.cond == "sequence":

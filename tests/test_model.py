@@ -62,6 +62,8 @@ def test_predictor_conditioning(cond):
     torch.manual_seed(0)
     enc = small_encoder()
     pred = M.Predictor(enc.grid, 48, 32, depth=2, num_heads=4, cond=cond).eval()
+    if cond == "feature":  # zero-initialised residual: give it weights, as training would
+        torch.nn.init.normal_(pred.action_mlp[-1].weight, std=0.02)
     ctx = [torch.tensor([[0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15]])]
     tgts = [torch.tensor([[8, 9], [0, 1]]), torch.tensor([[12, 13], [2, 3]])]
     z = torch.randn(2, 6, 48)
@@ -159,3 +161,12 @@ def test_drop_path_only_in_training():
     assert torch.equal(enc(x), enc(x))
     enc.train()
     assert not torch.equal(enc(x), enc(x))
+
+
+def test_feature_conditioning_starts_as_unconditioned():
+    torch.manual_seed(0)
+    plain = M.Predictor((4, 4), 48, 32, depth=2, num_heads=4, cond="none").eval()
+    cond = M.Predictor((4, 4), 48, 32, depth=2, num_heads=4, cond="feature").eval()
+    M.load_state(cond, plain.state_dict(), M.conditioning_keys(cond))
+    z, ctx, t = torch.randn(2, 6, 48), [torch.arange(6).expand(2, -1)], [torch.tensor([[8, 9], [12, 13]])]
+    assert torch.allclose(cond(z, ctx, t, torch.randn(2, 7)), plain(z, ctx, t), atol=1e-6)

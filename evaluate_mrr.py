@@ -1,0 +1,297 @@
+"""How good is the world model? Mean Reciprocal Rank (IWM arXiv 2403.00504, §4, Tables 1-2) and the
+nearest-neighbour picture of Figure 1.
+
+For each image I: a clean view c (no jitter, no destructive transform, no mask); a bank of K target-distribution
+augmentations b_1..b_K of c (jitter always applied, nothing destructive); a source view x (c itself, or c with one
+destructive transform forced). The world model maps the source latent and the action a_{x→b_k} to a prediction
+p_k of b_k's latent; entry k is ranked among the K bank latents by distance to p_k, and MRR = mean of 1/rank over
+entries and images. MRR ≈ 1: the predictor applies the transformation (equivariant); ≈ chance: it ignores it.
+Where the paper is silent (recipe §5): the source latent comes from the online encoder f_θ on all patches, the
+bank latents are F.layer_norm(f_θ^EMA(b_k)) (the training target), distance = mean over patches of squared L2,
+ties count against the entry (a constant prediction cannot score above chance), and MRR is also reported per
+destructive source and per jitter component.
+
+    python evaluate_mrr.py --ckpt runs/iwm/latest.pt --images 32 --bank 256 --png nn.png
+    python evaluate_mrr.py --ckpt IN1K-vit.h.14-300e.pth.tar --data imagefolder --data_root /data/imagenet
+"""
+import copy
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torchvision.utils import save_image
+
+import augment
+import common
+import data
+import model as M
+
+DEFAULTS = dict(
+    ckpt="",  # our train.py checkpoint or an official I-JEPA one
+    data="", data_root="", split="val",  # data "": the checkpoint's (official checkpoints need --data)
+    images=32, bank=256, seed=0, chunk=64,  # `images` spread evenly over the split; K = bank (paper: 256)
+    augment="",  # bank distribution, an augment.PRESETS name; "": strong if trained with strong jitter, else iwm
+    png="", png_images=4,  # Figure-1-style nearest-neighbour grid ("" = none)
+    # architecture of an official checkpoint (ours store it); 0 / "": inferred from its weights
+    model="", img_size=0, patch_size=0, pred_depth=0, pred_width=0,
+    device="auto",  # autocast: bf16 (fp16 where unsupported) on CUDA, fp32 elsewhere (common.autocast_dtype)
+)
+SOURCES = ("clean", "grayscale", "blur", "solarize")
+COMPONENTS = ("brightness", "contrast", "saturation", "hue")
+
+
+def _take(params, idx):
+    return {k: v[idx] if torch.is_tensor(v) else v for k, v in params.items()}
+
+
+def _sample(n, cfg, destructive, generator, device):
+    # drawn on the generator's device (CPU by default), then moved: the same numbers on any device
+    return augment.sample_params(n, cfg, destructive=destructive, generator=generator, device=device)
+
+
+def source_config(aug_cfg, source):
+    """No jitter; `source` = one destructive transform forced (probability 1), the others off."""
+    flags = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+    if source != "clean":
+        if f"{source}_p" not in flags:
+            raise ValueError(f"unknown MRR source {source!r}; choose from {SOURCES}")
+        flags[f"{source}_p"] = 1.0
+    return dataclasses.replace(aug_cfg, **flags)
+
+
+def bank_config(aug_cfg, component=None):
+    """Target distribution with jitter always applied; with `component`, only that jitter strength is kept."""
+    cfg = dataclasses.replace(aug_cfg, jitter_p=1.0)
+    if component is not None:
+        cfg = dataclasses.replace(cfg, **{c: 0.0 for c in COMPONENTS if c != component})
+    return cfg
+
+
+def _autocast(device):
+    dtype = common.autocast_dtype(device)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def target_latents(target_encoder, images01, chunk):
+    """F.layer_norm(f_θ^EMA(x)) without affine (the training target), fp32, in chunks: [B, N, D]."""
+    out = []
+    for x in images01.split(chunk):
+        with _autocast(x.device):
+            z = target_encoder(augment.normalize(x))
+        out.append(F.layer_norm(z.float(), z.shape[-1:]))
+    return torch.cat(out)
+
+
+def predict(encoder, predictor, source01, actions, chunk):
+    """Encode the source view [1, 3, H, W] once, then predict every position for each action [K, 7] in chunks."""
+    with _autocast(source01.device):
+        z = encoder(augment.normalize(source01))
+        out = [predictor(z.expand(len(a), -1, -1), None, None, a).float() for a in actions.split(chunk)]
+    return torch.cat(out)
+
+
+def distances(pred, latents):
+    """d[i, j] = mean over patches of ||pred_i - latent_j||² for [K, N, D] inputs, as |p|² + |t|² - 2 p·t with one
+    matmul in float64: fp32 products are exact there and the sums lose ~1e-12 relatively, so the expansion's
+    cancellation (or TF32) cannot reorder close entries; a direct difference kernel is ~100x slower on GPU."""
+    dev = "cpu" if pred.device.type == "mps" else pred.device  # MPS has no float64
+    p, t = pred.flatten(1).to(dev, torch.float64), latents.flatten(1).to(dev, torch.float64)
+    return (p.square().sum(1, keepdim=True) + t.square().sum(1) - 2 * p @ t.T) / pred.shape[1]
+
+
+def ranks_from_distances(d):
+    """rank of entry k = #{j : d[k, j] <= d[k, k]}: ties count against k (pessimistic), so a prediction that is
+    equally far from everything gets the worst rank."""
+    return (d <= d.diagonal()[:, None]).sum(1)
+
+
+def _views(clean, params, aug_cfg):
+    """The views of one clean image [1, 3, H, W] defined by n parameter sets: [n, 3, H, W]."""
+    n = len(params["jitter"])
+    return augment.apply_params(clean.expand(n, -1, -1, -1), params, aug_cfg)
+
+
+def _reciprocal_ranks(encoder, predictor, clean, bank_lat, src_params, bank_params, aug_cfg, chunk, null_action):
+    """1/rank of each bank entry of one image, for one source view (src_params of length 1): [K]."""
+    K = bank_lat.shape[0]
+    action = augment.action_from_params(_take(src_params, [0] * K), bank_params)  # a_{x→b_k}, [K, 7]
+    if null_action:  # control: an equivariant model loses its advantage and falls toward chance
+        action = torch.zeros_like(action)
+    pred = predict(encoder, predictor, _views(clean, src_params, aug_cfg), action, chunk)
+    return 1.0 / ranks_from_distances(distances(pred, bank_lat)).double()
+
+
+@torch.no_grad()
+def mrr_score(encoder, target_encoder, predictor, images, aug_cfg, *, bank_size=256, sources=("clean",),
+              components=False, null_action=False, generator=None, chunk=64):
+    """World-model MRR (IWM §4) of `images` (uint8 or float in [0, 1], [N, 3, H, W], on the models' device).
+    Returns "mrr" (mean over sources and images), "mrr_ci" (95% CI half-width over images), "mrr/<name>" and
+    "mrr_ci/<name>" per source and, with components=True, per jitter component (a bank where only that component
+    varies, clean source), and "chance" (the MRR of a uniformly random rank). The models are used as they are
+    (the caller puts them in eval mode); `generator` (default: seed 0) drives every random draw."""
+    images = augment.to_float(images)
+    N, K, device = images.shape[0], bank_size, images.device
+    if N == 0 or K < 2:
+        raise ValueError(f"MRR needs at least one image and a bank of >= 2 entries, got {N} images, bank {K}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    # draw order bank, sources, components: "mrr/clean" is the same whichever other sources are asked for
+    banks = {"": _sample(N * K, bank_config(aug_cfg), False, g, device)}
+    src = {"": {s: _sample(N, source_config(aug_cfg, s), True, g, device) for s in sources}}
+    if components:
+        clean_p = _sample(N, source_config(aug_cfg, "clean"), True, g, device)
+        for c in COMPONENTS:
+            banks[c], src[c] = _sample(N * K, bank_config(aug_cfg, c), False, g, device), {c: clean_p}
+    per_image = {}  # result name -> list over images of the image's mean reciprocal rank
+    for i in range(N):  # one image at a time bounds memory at K latents (ViT-H/14: K·256·1280 floats)
+        clean = images[i:i + 1]
+        for b, params in banks.items():
+            bp = _take(params, slice(i * K, (i + 1) * K))
+            lat = target_latents(target_encoder, _views(clean, bp, aug_cfg), chunk)  # once, shared by sources
+            for name, sp in src[b].items():
+                rr = _reciprocal_ranks(encoder, predictor, clean, lat, _take(sp, slice(i, i + 1)), bp, aug_cfg,
+                                       chunk, null_action)
+                per_image.setdefault(name, []).append(rr.mean().cpu())
+    per_image = {k: torch.stack(v) for k, v in per_image.items()}
+    by_image = torch.stack([per_image[s] for s in sources]).mean(0)  # [N]: each image's MRR over the sources
+    ci = lambda v: 1.96 * v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan")  # normal approx.
+    out = {"mrr": by_image.mean().item(), "mrr_ci": ci(by_image),
+           "chance": sum(1.0 / r for r in range(1, K + 1)) / K}  # E[1/rank], rank uniform on 1..K
+    for k, v in per_image.items():
+        out[f"mrr/{k}"], out[f"mrr_ci/{k}"] = v.mean().item(), ci(v)
+    return out
+
+
+@torch.no_grad()
+def nearest_neighbour_grid(encoder, target_encoder, predictor, images, aug_cfg, path, *, bank_size=64,
+                           source="clean", topk=5, generator=None, chunk=64):
+    """Figure 1 of the paper: one row per image, [source view, requested target b_k, then the `topk` bank images
+    nearest to the prediction p_k, nearest first]; k is drawn at random. Saves a PNG and returns its path."""
+    images = augment.to_float(images)
+    N, K, device = images.shape[0], bank_size, images.device
+    if topk > K:
+        raise ValueError(f"topk {topk} exceeds the bank size {K}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    bank_p = _sample(N * K, bank_config(aug_cfg), False, g, device)
+    src_p = _sample(N, source_config(aug_cfg, source), True, g, device)
+    ks = torch.randint(K, (N,), generator=g, device=g.device).tolist()
+    rows = []
+    for i, k in enumerate(ks):
+        clean, bp, sp = images[i:i + 1], _take(bank_p, slice(i * K, (i + 1) * K)), _take(src_p, slice(i, i + 1))
+        bank, source_view = _views(clean, bp, aug_cfg), _views(clean, sp, aug_cfg)
+        lat = target_latents(target_encoder, bank, chunk)
+        pred = predict(encoder, predictor, source_view, augment.action_from_params(sp, _take(bp, [k])), chunk)
+        nearest = distances(pred, lat)[0].topk(topk, largest=False).indices  # smallest distance first
+        rows.append(torch.cat([source_view, bank[k:k + 1], bank[nearest]]))
+    save_image(torch.cat(rows).clamp(0, 1), path, nrow=2 + topk)
+    return path
+
+
+def _infer_arch(sd):
+    """Architecture of an official I-JEPA checkpoint from its tensor shapes (encoder + predictor state dicts)."""
+    enc, pred = M.clean_state_dict(sd["encoder"]), M.clean_state_dict(sd["predictor"])
+    width, depth = enc["pos_embed"].shape[-1], len({k.split(".")[1] for k in enc if k.startswith("blocks.")})
+    names = [n for n, (w, d, _) in M.VIT_PRESETS.items() if (w, d) == (width, depth)]
+    patch = enc["patch_embed.proj.weight"].shape[-1]
+    return dict(model=names[0] if names else "", img_size=round(math.sqrt(enc["pos_embed"].shape[1])) * patch,
+                patch_size=patch, pred_width=pred["predictor_embed.weight"].shape[0],
+                pred_depth=len({k.split(".")[1] for k in pred if k.startswith("predictor_blocks.")}))
+
+
+def read_checkpoint(cfg, prog="evaluate_mrr.py"):
+    """(checkpoint dict, run config) for our checkpoint (config stored) or an official I-JEPA one (flags or
+    inferred); one-line errors for a missing or foreign file, a missing predictor or contradicting flags."""
+    try:
+        ckpt = common.load_checkpoint(cfg["ckpt"])
+    except FileNotFoundError as e:
+        common.fail(prog, f"{e} (pass --ckpt PATH)")
+    except Exception as e:  # a truncated or foreign file: say so in one line
+        common.fail(prog, f"cannot read checkpoint {cfg['ckpt']}: {type(e).__name__}: {str(e).splitlines()[0]}")
+    if not isinstance(ckpt, dict) or not all(k in ckpt for k in ("encoder", "target_encoder", "predictor")):
+        held = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        common.fail(prog, f"{cfg['ckpt']} needs 'encoder', 'target_encoder' and 'predictor' weights (the world "
+                          f"model is the predictor); it holds {held}")
+    flags = {k: cfg[k] for k in ("model", "img_size", "patch_size", "pred_depth", "pred_width") if cfg[k]}
+    if "config" in ckpt:  # ours: the checkpoint defines the architecture; a contradicting flag is an error
+        run = dict(ckpt["config"])
+        bad = [f"--{k} {v} vs checkpoint {run.get(k)}" for k, v in flags.items() if v != run.get(k)]
+        if bad:
+            common.fail(prog, f"size mismatch between flags and checkpoint: {', '.join(bad)}")
+        return ckpt, run
+    try:  # official I-JEPA: no config and no action conditioning
+        run = {**_infer_arch(ckpt), **flags, "cond": "none", "augment": "iwm"}
+    except (KeyError, IndexError, AttributeError) as e:
+        common.fail(prog, f"cannot infer the architecture of {cfg['ckpt']} ({e!r}): pass --model, --img_size, "
+                          "--patch_size, --pred_depth and --pred_width")
+    if not run["model"]:
+        common.fail(prog, f"cannot tell the encoder preset of this checkpoint: pass --model ({', '.join(M.VIT_PRESETS)})")
+    return ckpt, run
+
+
+def build_nets(ckpt, run, path, prog="evaluate_mrr.py"):
+    """encoder, target encoder, predictor rebuilt from `run` and loaded strictly (ours and official alike: an
+    official predictor is built with cond none, which has no conditioning keys)."""
+    try:
+        encoder, predictor = M.build_models(run)
+        target_encoder = copy.deepcopy(encoder)
+        for name, module in (("encoder", encoder), ("target_encoder", target_encoder), ("predictor", predictor)):
+            M.load_state(module, ckpt[name], (), f"{path}:{name}")
+    except (ValueError, KeyError) as e:
+        common.fail(prog, str(e).splitlines()[0])
+    return encoder, target_encoder, predictor
+
+
+def load_images(cfg, run, prog="evaluate_mrr.py"):
+    """`images` validation images spread evenly over the split (sorted folders: over the classes), the same ones
+    as train.py's in-training MRR (fixed_eval_set), as uint8 [N, 3, S, S] at the checkpoint's size S."""
+    ds_name, root = (cfg["data"], cfg["data_root"]) if cfg["data"] else (run.get("data"), run.get("data_root", ""))
+    if not ds_name:
+        common.fail(prog, "this checkpoint does not say its data: pass --data (and --data_root)")
+    size = run["img_size"]
+    try:
+        ds = data.build_dataset(ds_name, root or None, cfg["split"], transform=data.eval_transform(size), size=size)
+        idx = torch.linspace(0, len(ds) - 1, min(cfg["images"], len(ds))).long().tolist()
+        images = torch.stack([ds[i][0] for i in idx])
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
+        common.fail(prog, f"cannot load {ds_name} images: {str(e).splitlines()[0]}")
+    if tuple(images.shape[-2:]) != (size, size):
+        common.fail(prog, f"image size mismatch: checkpoint expects {size}px, data gives {tuple(images.shape[-2:])}")
+    return images, f"{len(images)} {ds_name}/{cfg['split']}"
+
+
+def main(argv=None):
+    prog = "evaluate_mrr.py"
+    cfg = common.parse_config(DEFAULTS, argv, prog, __doc__)
+    if not cfg["ckpt"]:
+        common.fail(prog, "pass --ckpt PATH (a train.py checkpoint or an official I-JEPA one)")
+    if cfg["images"] < 1 or cfg["bank"] < 2 or cfg["png_images"] < 1:
+        common.fail(prog, "--images and --png_images must be >= 1 and --bank >= 2")
+    if cfg["augment"] and cfg["augment"] not in augment.PRESETS:
+        common.fail(prog, f"--augment must be one of {sorted(augment.PRESETS)}, got {cfg['augment']!r}")
+    ckpt, run = read_checkpoint(cfg, prog)
+    images, what = load_images(cfg, run, prog)  # before building the models: bad data fails fast
+    name = cfg["augment"] or ("strong" if run.get("augment") == "strong" else "iwm")  # as train.py's evaluation
+    _, _, device = common.setup_distributed()
+    device = common.pick_device(cfg["device"], device)
+    nets = [m.to(device).eval() for m in build_nets(ckpt, run, cfg["ckpt"], prog)]
+    images, aug = images.to(device), augment.PRESETS[name]
+    gen = lambda: torch.Generator().manual_seed(cfg["seed"])  # the same banks for every call below
+    kw = dict(bank_size=cfg["bank"], chunk=cfg["chunk"])
+    res = mrr_score(*nets, images, aug, sources=SOURCES, components=True, generator=gen(), **kw)
+    null = mrr_score(*nets, images, aug, null_action=True, generator=gen(), **kw)
+    print(f"{cfg['ckpt']}: {run['model']} {run['img_size']}px/{run['patch_size']}, predictor {run['pred_depth']}x"
+          f"{run['pred_width']} cond {run['cond']}; {what} images, bank {cfg['bank']} ({name})")
+    print(f"MRR over sources {res['mrr']:.4f} ± {res['mrr_ci']:.4f} (95% CI over images), chance {res['chance']:.4f}")
+    for k in SOURCES + COMPONENTS:
+        print(f"  {'source' if k in SOURCES else 'jitter'} {k:<10} {res['mrr/' + k]:.4f} ± {res['mrr_ci/' + k]:.4f}")
+    print(f"  null action (clean) {null['mrr']:.4f}  (an equivariant model drops toward chance)")
+    if cfg["png"]:
+        path = nearest_neighbour_grid(*nets, images[:cfg["png_images"]], aug, cfg["png"], bank_size=cfg["bank"],
+                                      topk=min(5, cfg["bank"]), generator=gen(), chunk=cfg["chunk"])
+        print(f"nearest-neighbour grid (source, target, top-5): {path}")
+    print(f"MRR {res['mrr/clean']:.4f}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""evaluate_mrr.py: the world-model MRR (IWM §4) scores a perfect world model 1, an action-blind or constant one
+at most chance, is deterministic, draws the Figure-1 grid, and its CLI loads checkpoints and fails clearly."""
+import dataclasses
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.io import read_image
+
+import augment
+import evaluate_mrr as E
+import model as M
+
+# blur sigma fixed so that every source view is a deterministic function of the image (the oracle looks it up)
+AUG = dataclasses.replace(augment.PRESETS["iwm"], blur_sigma=(1.0, 1.0))
+
+
+def small_encoder(seed):
+    torch.manual_seed(seed)
+    enc = M.VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=1, num_heads=3).eval()
+    with torch.no_grad():  # a trained-looking final norm, so that its output is not already layer-normed
+        enc.norm.weight.uniform_(0.5, 1.5)
+        enc.norm.bias.normal_()
+    return enc
+
+
+def images(n=2, seed=0):
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+class Oracle(nn.Module):
+    """A perfect world model: finds which (image, source view) z encodes, rebuilds the target view from the
+    action (target jitter = identity source jitter + difference) and returns its layer-normed target latent."""
+    def __init__(self, encoder, target_encoder, imgs):
+        super().__init__()
+        self.encoder, self.target_encoder, self.imgs = encoder, target_encoder, imgs
+        views, self.owner = [], []
+        for s in E.SOURCES:
+            p = augment.sample_params(len(imgs), E.source_config(AUG, s), destructive=True)
+            views.append(augment.apply_params(imgs, p, AUG))
+            self.owner += range(len(imgs))
+        with torch.no_grad():
+            self.keys = encoder(augment.normalize(torch.cat(views))).flatten(1)
+
+    def forward(self, z, masks_x=None, masks=None, action=None):
+        assert masks_x is None and masks is None  # MRR predicts every position from the full context
+        i = self.owner[(self.keys - z[:1].flatten(1)).norm(dim=1).argmin()]
+        B = len(action)
+        p = {"brightness": 1 + action[:, 0], "contrast": 1 + action[:, 1], "saturation": 1 + action[:, 2],
+             "hue": action[:, 3], "jitter": torch.ones(B, dtype=torch.bool), "sigma": torch.ones(B),
+             **{k: torch.zeros(B, dtype=torch.bool) for k in augment.DESTRUCTIVE}}
+        y = augment.apply_params(self.imgs[i:i + 1].expand(B, -1, -1, -1), p, AUG)
+        out = self.target_encoder(augment.normalize(y))
+        return F.layer_norm(out, out.shape[-1:])
+
+
+@pytest.fixture(scope="module")
+def nets():
+    enc, tgt = small_encoder(0), small_encoder(1)  # different weights: the bank must use the target encoder
+    return enc, tgt, images()
+
+
+def score(enc, tgt, pred, imgs, **kw):
+    kw.setdefault("bank_size", 16)
+    return E.mrr_score(enc, tgt, pred, imgs, AUG, generator=torch.Generator().manual_seed(kw.pop("seed", 0)), **kw)
+
+
+def test_oracle_scores_one_for_every_source_and_component(nets):
+    enc, tgt, imgs = nets
+    res = score(enc, tgt, Oracle(enc, tgt, imgs), imgs, sources=E.SOURCES, components=True)
+    for k in ("mrr",) + tuple(f"mrr/{s}" for s in E.SOURCES + E.COMPONENTS):
+        assert res[k] == 1.0, (k, res[k])
+    assert res["mrr_ci"] == 0.0
+    # uint8 input is the same images
+    u8 = (imgs * 255).round().to(torch.uint8)
+    assert score(enc, tgt, Oracle(enc, tgt, u8.float() / 255), u8)["mrr"] == 1.0
+
+
+def test_null_action_sends_the_oracle_to_chance(nets):
+    enc, tgt, imgs = nets
+    res = score(enc, tgt, Oracle(enc, tgt, imgs), imgs, null_action=True)
+    assert res["mrr"] <= res["chance"] + 1e-9  # without the action it predicts the same latent for every entry
+
+
+def test_action_blind_and_constant_predictors_at_most_chance(nets):
+    enc, tgt, imgs = nets
+    torch.manual_seed(2)
+    blind = M.Predictor(enc.grid, 48, 24, depth=1, num_heads=3, cond="none").eval()
+    res = score(enc, tgt, blind, imgs, bank_size=64)
+    assert abs(res["chance"] - sum(1 / r for r in range(1, 65)) / 64) < 1e-12
+    assert res["mrr"] < 0.1 and res["mrr"] <= res["chance"] + 1e-6
+    zeros = lambda z, mx, m, a: torch.zeros(len(a), z.shape[1], z.shape[2])
+    res = score(enc, tgt, zeros, imgs, bank_size=64)
+    assert res["mrr"] <= res["chance"] + 1e-9
+    assert abs(score(enc, tgt, zeros, imgs, bank_size=256)["chance"] - 0.0239) < 1e-4  # the paper's chance level
+
+
+def test_ties_count_against_the_entry():
+    d = torch.tensor([[0.0, 1.0, 2.0], [0.0, 1.0, 1.0], [5.0, 5.0, 5.0]])
+    assert E.ranks_from_distances(d).tolist() == [1, 3, 3]
+    # a bank of identical views (no jitter strength): even the oracle cannot tell the entries apart
+    enc, tgt, imgs = small_encoder(0), small_encoder(1), images(1)
+    flat = dataclasses.replace(AUG, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
+    res = E.mrr_score(enc, tgt, Oracle(enc, tgt, imgs), imgs, flat, bank_size=32)
+    assert res["mrr"] < 0.2  # optimistic ties would give 1.0
+
+
+def test_deterministic_from_seed_and_independent_of_other_sources(nets):
+    enc, tgt, imgs = nets
+    torch.manual_seed(3)
+    pred = M.Predictor(enc.grid, 48, 24, depth=1, num_heads=3, cond="feature").eval()
+    a = score(enc, tgt, pred, imgs, sources=E.SOURCES)
+    assert a == score(enc, tgt, pred, imgs, sources=E.SOURCES)
+    assert a["mrr/clean"] == score(enc, tgt, pred, imgs)["mrr/clean"]  # the bank is drawn first
+    assert a != score(enc, tgt, pred, imgs, sources=E.SOURCES, seed=1)
+    assert set(a) >= {"mrr", "mrr_ci", "chance"} | {f"mrr/{s}" for s in E.SOURCES}
+
+
+def test_bad_arguments(nets):
+    enc, tgt, imgs = nets
+    with pytest.raises(ValueError, match="unknown MRR source"):
+        score(enc, tgt, None, imgs, sources=("jpeg",))
+    with pytest.raises(ValueError, match="bank of >= 2"):
+        score(enc, tgt, None, imgs, bank_size=1)
+
+
+def test_nearest_neighbour_grid_png(nets, tmp_path):
+    enc, tgt, imgs = nets
+    path = E.nearest_neighbour_grid(enc, tgt, Oracle(enc, tgt, imgs), imgs, AUG, str(tmp_path / "nn.png"),
+                                    bank_size=16, generator=torch.Generator().manual_seed(0))
+    png = read_image(path)
+    assert png.shape == (3, 2 * 34 + 2, 7 * 34 + 2)  # 2 rows of 7 tiles of 32 px, torchvision's 2 px padding
+    tile = lambda r, c: png[:, 2 + 34 * r:34 * (r + 1), 2 + 34 * c:34 * (c + 1)]
+    for r in range(2):
+        assert torch.equal(tile(r, 1), tile(r, 2))  # the oracle's nearest neighbour is the requested target
+        assert not torch.equal(tile(r, 2), tile(r, 3))
+        assert torch.equal(tile(r, 0), (imgs[r] * 255 + 0.5).clamp(0, 255).to(torch.uint8))  # clean source
+
+
+def test_bank_latents_are_the_training_target(nets):
+    enc, tgt, imgs = nets
+    lat = E.target_latents(tgt, imgs, chunk=1)
+    assert lat.shape == (2, 16, 48)
+    assert torch.allclose(lat.mean(-1), torch.zeros(2, 16), atol=1e-5)  # layer norm without affine
+    assert torch.allclose(lat.var(-1, unbiased=False), torch.ones(2, 16), atol=1e-3)
+    assert torch.allclose(lat, F.layer_norm(tgt(augment.normalize(imgs)), (48,)), atol=1e-5)  # EMA encoder
+
+
+RUN = dict(model="micro", img_size=32, patch_size=8, pred_depth=1, pred_width=32, cond="feature", method="iwm",
+           augment="iwm", data="shapes", data_root="")
+
+
+def save_ckpt(path, cond="feature", config=True, prefix="", drop=(), _built={}):
+    if cond not in _built:  # building even a micro ViT is slow on a loaded CPU: once per conditioning
+        torch.manual_seed(0)
+        _built[cond] = M.build_models({**RUN, "cond": cond})
+    enc, pred = _built[cond]
+    sd = {"encoder": enc.state_dict(), "target_encoder": enc.state_dict(), "predictor": pred.state_dict()}
+    sd = {k: {prefix + n: t for n, t in v.items()} for k, v in sd.items() if k not in drop}
+    if config:
+        sd["config"] = {**RUN, "cond": cond}
+    torch.save(sd, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    return {"ck": save_ckpt(d / "ck.pt"), "nopred": save_ckpt(d / "nopred.pt", drop=("predictor",)),
+            "official": save_ckpt(d / "ijepa.pth.tar", cond="none", config=False, prefix="module.")}
+
+
+def test_cli_our_checkpoint(ckpts, tmp_path, capsys):
+    png = tmp_path / "nn.png"
+    res = E.main(["--ckpt", ckpts["ck"], "--images", "2", "--bank", "6", "--png", str(png), "--png_images", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"MRR {res['mrr/clean']:.4f}"  # the last line is exactly the clean-source MRR
+    assert any("null action" in line for line in lines) and any("solarize" in line for line in lines)
+    assert read_image(str(png)).shape == (3, 36, 7 * 34 + 2)
+    assert {f"mrr/{k}" for k in E.SOURCES + E.COMPONENTS} <= set(res)
+
+
+def test_cli_official_checkpoint_infers_the_architecture(ckpts, capsys):
+    E.main(["--ckpt", ckpts["official"], "--images", "1", "--bank", "4", "--data", "shapes"])
+    out = capsys.readouterr().out
+    assert "micro 32px/8, predictor 1x32 cond none" in out and out.strip().splitlines()[-1].startswith("MRR 0.")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ckpt", "nope.pt"], "checkpoint not found: nope.pt"),
+    (["--ckpt", "{nopred}"], "'predictor'"),
+    (["--ckpt", "{ck}", "--img_size", "64"], "--img_size 64 vs checkpoint 32"),
+    (["--ckpt", "{official}"], "pass --data"),
+    (["--ckpt", "{ck}", "--augment", "heavy"], "--augment must be one of"),
+])
+def test_cli_errors_are_one_line(ckpts, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        E.main([a.format(**ckpts) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and message in err and len(err.splitlines()) == 1

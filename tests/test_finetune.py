@@ -1,0 +1,134 @@
+"""finetune.py (IWM §5 protocols and the probes) on a micro ViT and the built-in Shapes data at 32 px, on CPU."""
+import pytest
+import torch
+
+import finetune
+import model as M
+
+ARCH = dict(model="micro", img_size=32, patch_size=8, pred_depth=1, pred_width=64, cond="feature")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():  # 2 shared cores: intra-op threads fighting other processes make tiny models ~2x slower
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    enc, pred = M.build_models(ARCH)
+    path = tmp_path_factory.mktemp("ckpt") / "pretrained.pt"
+    torch.save({"encoder": enc.state_dict(), "predictor": pred.state_dict(), "target_encoder": enc.state_dict(),
+                "config": ARCH}, path)
+    return path
+
+
+def run(ckpt, out, protocol, *flags):
+    return finetune.main(["--protocol", protocol, "--ckpt", str(ckpt), "--data", "shapes", "--label", "color",
+                          "--batch_size", "32", "--train_images", "256",
+                          "--val_images", "64", *flags, "--out_dir", str(out)])
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The models load_models built, to inspect them after a run."""
+    got = {}
+    def spy(cfg):
+        got["encoder"], got["predictor"], got["pretrained"] = out = load(cfg)
+        return out
+    load = finetune.load_models
+    monkeypatch.setattr(finetune, "load_models", spy)
+    return got
+
+
+def color_chance():
+    import data
+    ds = data.build_dataset("shapes", split="val", size=32)
+    return 100.0 / ds.num_classes[list(ds.label_names).index("color")]
+
+
+def test_layer_decay_scale_is_decay_power_of_depth_from_top():
+    L, d = 12, 0.65
+    assert finetune.layer_decay_scale("patch_embed.proj.weight", L, d) == pytest.approx(d ** 13)
+    assert finetune.layer_decay_scale("pos_embed", L, d) == pytest.approx(d ** 13)
+    for i in range(L):
+        assert finetune.layer_decay_scale(f"blocks.{i}.attn.qkv.weight", L, d) == pytest.approx(d ** (L - i))
+    assert finetune.layer_decay_scale("norm.weight", L, d) == 1.0
+    assert finetune.layer_decay_scale("head.weight", L, d) == 1.0
+
+
+def test_encoder_param_groups_get_layer_decay_and_head_full_lr():
+    enc, pred = M.build_models(ARCH)
+    cfg = dict(finetune.CONFIG, protocol="end_to_end")
+    clf, scale = finetune.build(cfg, enc, pred, True, [3, 4, 5], [1])
+    L = len(enc.blocks)
+    assert scale("encoder.patch_embed.proj.weight") == pytest.approx(0.65 ** (L + 1))
+    assert scale("encoder.blocks.0.mlp.fc1.weight") == pytest.approx(0.65 ** L)
+    assert scale(f"encoder.blocks.{L - 1}.norm1.weight") == pytest.approx(0.65)
+    assert scale("heads.0.linear.weight") == 1.0
+    assert scale("predictor.predictor_blocks.0.attn.qkv.weight") == pytest.approx(0.1)  # pretrained: lr / 10
+    assert finetune.build(cfg, enc, pred, False, [3, 4, 5], [1])[1]("predictor.mask_token") == 1.0
+
+
+@pytest.mark.parametrize("protocol,flags", [("linear", ["--epochs", "4"]),
+                                            ("attentive", ["--epochs", "4", "--blr", "0.04", "--crop_scale", "0.5,1"])])
+def test_probes_beat_chance_and_keep_encoder_frozen(ckpt, tmp_path, capsys, captured, protocol, flags):
+    metrics = run(ckpt, tmp_path, protocol, "--val_images", "128", *flags)
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"{protocol} top1 {metrics['top1']:.2f}"
+    assert metrics["top1"] > 2 * color_chance(), metrics
+    assert_frozen(ckpt, captured["encoder"])
+
+
+def assert_frozen(ckpt, encoder):
+    ref, after = torch.load(ckpt)["target_encoder"], encoder.state_dict()
+    assert ref.keys() == after.keys() and all(torch.equal(ref[k], after[k]) for k in ref)
+    assert not any(p.requires_grad for p in encoder.parameters()) and not encoder.training
+
+
+def test_predictor_protocol_trains_predictor_only(ckpt, tmp_path, captured):
+    metrics = run(ckpt, tmp_path, "predictor", "--steps", "2")
+    assert metrics["step"] == 2 and 0 <= metrics["top1"] <= 100 and captured["pretrained"]
+    assert_frozen(ckpt, captured["encoder"])
+    saved, ref = torch.load(tmp_path / "latest.pt")["model"], torch.load(ckpt)["predictor"]
+    assert all(torch.equal(saved[f"predictor.{k}"], v) for k, v in ref.items() if k.endswith("pos_embed"))
+    assert not torch.equal(saved["predictor.predictor_embed.weight"], ref["predictor_embed.weight"])
+
+
+def test_encoder_finetuning_resumes_exactly_from_the_target_encoder(ckpt, tmp_path, capsys):
+    """2 steps + resume to 4 == 4 straight steps (mixup/cutmix, drop path, RandAugment, erasing all seeded by
+    step / sample); and finetuning starts from the checkpoint's target encoder, not the online one."""
+    sd = torch.load(ckpt)
+    sd["target_encoder"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in sd["target_encoder"].items()}
+    torch.save(sd, tmp_path / "ck.pt")
+    flags = ["--epochs", "2", "--warmup_epochs", "1"]
+    run(tmp_path / "ck.pt", tmp_path / "a", "encoder", *flags, "--steps", "2")
+    resumed = run(tmp_path / "ck.pt", tmp_path / "a", "encoder", *flags, "--steps", "4", "--resume", "true")
+    straight = run(tmp_path / "ck.pt", tmp_path / "b", "encoder", *flags, "--steps", "4")
+    assert resumed == straight and resumed["step"] == 4
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"encoder top1 {straight['top1']:.2f}"
+    a, b = (torch.load(tmp_path / d / "latest.pt") for d in ("a", "b"))
+    assert a["step"] == 4 and all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+    moved = a["model"]["encoder.blocks.0.attn.qkv.weight"] - sd["target_encoder"]["blocks.0.attn.qkv.weight"]
+    assert 0 < moved.abs().max() < 0.005  # trained, starting from the target encoder (the online one is 0.01 away)
+
+
+def test_end_to_end_and_multitask_with_baseline_run(ckpt, tmp_path, capsys):
+    m = run(ckpt, tmp_path / "e2e", "end_to_end", "--steps", "2")
+    assert m["step"] == 2 and "top5" in m  # 6 colours: top-5 reported
+    m = run(ckpt, tmp_path / "mt", "multitask", "--tasks", "shape,count", "--steps", "2", "--baseline", "true")
+    assert {"top1_shape", "top1_count", "single_top1_shape", "single_top1_count"} <= m.keys()
+    assert m["top1"] == pytest.approx((m["top1_shape"] + m["top1_count"]) / 2)
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"multitask top1 {m['top1']:.2f}"
+    assert torch.load(tmp_path / "mt" / "latest.pt")["model"]["task_token"].shape[0] == 2
+
+
+def test_bad_input_is_a_one_line_error(ckpt, tmp_path, capsys):
+    for flags in (["--protocol", "bogus"], ["--protocol", "linear"], ["--ckpt", str(tmp_path / "nope.pt")],
+                  ["--ckpt", str(ckpt), "--label", "nope"], ["--ckpt", str(ckpt), "--resume", "true"]):
+        with pytest.raises(SystemExit):
+            finetune.main(flags + ["--out_dir", str(tmp_path)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("finetune.py: error:"), err
