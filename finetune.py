@@ -136,24 +136,6 @@ class Classifier(nn.Module):
         return [h(z[task == t]) for t, h in enumerate(self.heads)]
 
 
-class Keyed(torch.utils.data.Dataset):
-    """Item (epoch, i) → dataset[i] with the torch RNG seeded from (seed, epoch, i): every augmentation is a pure
-    function of its place in training, so a resume is exact with any number of workers."""
-    def __init__(self, ds, seed):
-        self.ds, self.seed = ds, seed
-
-    def __len__(self):
-        return len(self.ds)
-
-    def __getitem__(self, key):
-        epoch, i = key
-        with torch.random.fork_rng(devices=[]):
-            # the CPU generator only: torch.manual_seed also queues lazy CUDA/XPU/MTIA seeding, each capturing a
-            # Python stack (~4 ms per sample on CPU)
-            torch.default_generator.manual_seed((self.seed * 1_000_003 + epoch) * 100_000_007 + i)
-            return self.ds[i]
-
-
 def epoch_batches(n, batch, rank, world, seed, epoch, start):
     """This rank's rows of the global batches start, start+1, ... of `epoch` (permutation seeded by seed, epoch):
     any world size sees the same global batches, and a resume starts mid-epoch without reading skipped data."""
@@ -243,7 +225,7 @@ def extract(encoder, ds, cfg, rank, world, device, amp):
 
 def make_batches(cfg, encoder, train_ds, val_ds, rank, world, device, amp):
     """(steps per epoch, batches(epoch, first step) → iterator of this rank's (x, labels), val batches()). Linear
-    probe: cached features; otherwise normalised images (Keyed: augmentations are a function of epoch and index)."""
+    probe: cached features; otherwise normalised images (data.EpochIndexed: augmentations are a function of epoch and index)."""
     bs, local = cfg["batch_size"], cfg["batch_size"] // world
     spe = len(train_ds) // bs  # from the global size, so every rank runs the same number of steps
     if cfg["protocol"] == "linear":
@@ -254,7 +236,7 @@ def make_batches(cfg, encoder, train_ds, val_ds, rank, world, device, amp):
             perm = torch.randperm(len(tr_x), generator=g).to(device)[:spe * local].view(spe, local)
             return ((tr_x[i], tr_y[i]) for i in perm[start:])
         return spe, batches, lambda: zip(va_x.split(bs), va_y.split(bs))
-    keyed = Keyed(train_ds, cfg["seed"])
+    keyed = data.EpochIndexed(train_ds, cfg["seed"])
     def batches(epoch, start):
         keys = [[(epoch, i) for i in b] for b in epoch_batches(len(train_ds), bs, rank, world, cfg["seed"], epoch,
                                                                 start)]

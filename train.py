@@ -54,23 +54,6 @@ CONFIG = dict(
 ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond", "method", "augment", "loss")
 
 
-class EpochIndexed(torch.utils.data.Dataset):
-    """Item (epoch, i) → dataset[i] with the torch RNG seeded from (seed, epoch, i), so the random crop + flip of
-    every sample is a pure function of its place in training: the same with any number of workers, ranks or
-    resumes."""
-    def __init__(self, ds, seed):
-        self.ds, self.seed = ds, seed
-
-    def __len__(self):
-        return len(self.ds)
-
-    def __getitem__(self, key):
-        epoch, i = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + epoch) * 100_000_007 + i)
-            return self.ds[i]
-
-
 class StepSampler(torch.utils.data.Sampler):
     """Keys of this rank's micro-batches. Global batch b of an epoch is perm[b·G:(b+1)·G] of a permutation seeded by
     (seed, epoch); rank r, micro-step k takes its rows [(r·accum + k)·Bm, +Bm). Any world × accum split of G sees
@@ -256,7 +239,7 @@ def train(cfg, rank, world, device, encoder, predictor, ds):
     micro = cfg["batch_size"] // (world * cfg["accum"])
     sampler = StepSampler(len(ds), cfg["batch_size"], micro, rank, world, cfg["accum"], cfg["seed"])
     loader = torch.utils.data.DataLoader(
-        EpochIndexed(ds, cfg["seed"]), batch_size=micro, sampler=sampler, num_workers=cfg["workers"],
+        data.EpochIndexed(ds, cfg["seed"]), batch_size=micro, sampler=sampler, num_workers=cfg["workers"],
         pin_memory=device.type == "cuda", persistent_workers=cfg["workers"] > 0, drop_last=True,
         collate_fn=lambda items: torch.stack([x for x, _ in items]))  # labels are not used in pretraining
     ipe = sampler.steps
@@ -305,6 +288,7 @@ def train(cfg, rank, world, device, encoder, predictor, ds):
     old = [signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)]
 
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    loss_sum = torch.zeros((), device=device)  # mean loss over the log interval, summed on the device (no sync)
     def save(epoch_done):
         if nonfinite.item():
             return
@@ -344,6 +328,7 @@ def train(cfg, rank, world, device, encoder, predictor, ds):
                                             rows_of(src_p, sl), rows_of(tgt_p, sl), amp)
                     scaler.scale(loss / cfg["accum"]).backward()
                 nonfinite |= ~torch.isfinite(loss.detach())
+                loss_sum += loss.detach() / cfg["accum"]
             log_now = main_rank and ((step + 1) % cfg["log_every"] == 0 or step + 1 == stop_at)
             if log_now:
                 scaler.unscale_(opt)
@@ -366,7 +351,9 @@ def train(cfg, rank, world, device, encoder, predictor, ds):
                     sys.exit(1)
             if log_now:
                 dt = time.perf_counter() - t_log
-                last = {"step": step, "epoch": step / ipe, "loss": loss.item(), "lr": lr, "wd": wd, "momentum": m,
+                steps_logged = n_img // cfg["batch_size"]
+                last = {"step": step, "epoch": step / ipe, "loss": loss_sum.item() / steps_logged, "lr": lr, "wd": wd,
+                        "momentum": m,
                         "grad_norm": gnorm.item(), "target_std": stats["target_std"].item(),
                         "img_per_s": n_img / dt, "data_wait": wait / dt, "peak_mem_gb": _peak_mem(device)}
                 if last["target_std"] < 1e-3:
@@ -374,6 +361,7 @@ def train(cfg, rank, world, device, encoder, predictor, ds):
                 bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{last['img_per_s']:.0f}")
                 log.write(**last)
                 t_log, wait, n_img = time.perf_counter(), 0.0, 0
+                loss_sum.zero_()
             epoch_end = step % ipe == 0
             save_now = (epoch_end and (step // ipe) % cfg["save_every"] == 0) or step == stop_at or stop["flag"]
             if main_rank and eval_set is not None and (
