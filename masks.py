@@ -107,13 +107,13 @@ def check_range(name, r, hi):
 
 def sample_masks(batch_size, grid, *, num_targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
                  context_scale=(0.85, 1.0), context_aspect=(1.0, 1.0), min_keep=10, generator=None,
-                 truncate="first"):
+                 truncate="random"):
     """Returns (context_masks, target_masks): a list of one LongTensor [B, Kc] and a list of num_targets LongTensors
     [B, Kt] of flat patch indices (row·W + col), ascending in each row, on the CPU. Context rows are truncated to
     the batch minimum Kc so the batch is rectangular; Kt = h·w of the batch's target block size. generator=None
-    uses torch's global RNG. truncate="first" keeps each row's first Kc indices, as the I-JEPA code does; that
-    drops bottom-of-grid patches (at B=256, 14x14 the last patch row is in ~1% of contexts, vs ~60% for the first
-    rows); truncate="random" keeps a uniform random Kc of them instead."""
+    uses torch's global RNG. truncate="random" (default, our choice) keeps a uniform random Kc of each row's
+    context patches; truncate="first" keeps the first Kc, as the I-JEPA code does, which drops bottom-of-grid
+    patches (at B=256, 14x14 the last patch row is in ~1% of contexts, vs ~60% for the first rows)."""
     if len(grid) != 2 or min(grid) < 1:
         raise ValueError(f"grid={tuple(grid)} must be (rows, cols) of the patch grid, both >= 1")
     H, W = int(grid[0]), int(grid[1])

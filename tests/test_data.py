@@ -1,116 +1,207 @@
-"""data.py: the built-in Shapes dataset, folders on disk with bad files, transforms and the loader."""
+"""data.py: the built-in Shapes data (determinism, contract, labels that match the pixels), folders on disk with
+bad files and clear errors, the crop/flip (IWM §3 I') and evaluation transforms, and the loader."""
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
 import data
 
 
-def test_shapes_deterministic_and_splits_differ():
+def saturated(img, thresh=0.4):
+    """Object pixels: objects are saturated (max - min ≥ 0.52), the background is not (≤ 0.26)."""
+    x = img.numpy().astype(np.int16)
+    return (x.max(0) - x.min(0)) > thresh * 255
+
+
+def components(mask):
+    """Number of 8-connected components of a boolean mask (label propagation; no scipy)."""
+    big = mask.size
+    lab = np.where(mask, np.arange(big).reshape(mask.shape), big)
+    while True:
+        p = np.pad(lab, 1, constant_values=big)
+        H, W = mask.shape
+        new = np.minimum.reduce([p[1 + dy:H + 1 + dy, 1 + dx:W + 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+        new = np.where(mask, new, big)
+        if np.array_equal(new, lab):
+            return len(np.unique(lab[mask]))
+        lab = new
+
+
+def test_shapes_deterministic_and_streams_differ():
     a, b = data.Shapes("train", 32), data.Shapes("train", 32)
-    assert torch.equal(a[5][0], b[5][0]) and torch.equal(a[5][1], b[5][1])
+    b[9]  # a shared generator is re-seeded per item: access order must not matter
+    for i in (0, 5, 49_999):
+        assert torch.equal(a[i][0], b[i][0]) and torch.equal(a[i][1], b[i][1])
     assert not torch.equal(a[5][0], a[6][0])
     assert not torch.equal(a[5][0], data.Shapes("val", 32)[5][0])
+    assert not torch.equal(a[5][0], data.Shapes("train", 32, seed=1)[5][0])
+    with pytest.raises(IndexError):
+        a[50_000]
+    with pytest.raises(ValueError, match="split"):
+        data.Shapes("test")
 
 
 @pytest.mark.parametrize("size", [32, 64, 224])
 def test_shapes_contract(size):
-    img, y = data.Shapes("val", size)[3]
-    assert img.shape == (3, size, size) and img.dtype == torch.uint8
+    ds = data.Shapes("val", size)
+    assert len(ds) == 5_000 and len(data.Shapes("train", size)) == 50_000
+    assert ds.label_names == ("shape", "color", "count") and ds.num_classes == (6, 6, 4)
+    img, y = ds[3]
+    assert img.shape == (3, size, size) and img.dtype == torch.uint8 and img.is_contiguous()
     assert y.shape == (3,) and y.dtype == torch.long
-    assert all(0 <= int(y[t]) < n for t, n in enumerate(data.Shapes.num_classes))
+    assert all(0 <= int(y[t]) < n for t, n in enumerate(ds.num_classes))
+    # geometry is in image units: the same index has the same labels and a similar picture at every size
+    assert torch.equal(y, data.Shapes("val", 32)[3][1])
+    small = torch.nn.functional.interpolate(img[None].float(), size=(32, 32), mode="area")[0]
+    assert (small - data.Shapes("val", 32)[3][0].float()).abs().mean() < 12
 
 
-def test_label_coverage_and_colour_label_is_true():
-    ds = data.Shapes("train", 48)
-    labels = torch.stack([ds[i][1] for i in range(300)])
+def test_label_coverage():
+    ds = data.Shapes("train", 32)
+    labels = torch.stack([ds[i][1] for i in range(400)])
     for t, n in enumerate(ds.num_classes):
-        assert set(labels[:, t].tolist()) == set(range(n)), ds.label_names[t]
-    # the colour label can be read off the saturated (object) pixels: their mean hue falls in the class's bin
-    hits = 0
+        counts = torch.bincount(labels[:, t], minlength=n)
+        assert (counts > 0.5 * 400 / n).all(), (ds.label_names[t], counts)  # every class, roughly uniform
+
+
+def test_colour_label_is_the_object_hue():
+    ds, hits = data.Shapes("train", 48), 0
     for i in range(60):
-        img, y = ds.render(i)
-        rgb = img.reshape(-1, 3).astype(np.float32) / 255
-        mx, mn = rgb.max(1), rgb.min(1)
-        obj = rgb[(mx - mn) > 0.45]  # background saturation is ≤ 0.25
-        r, g, b = obj.mean(0)
+        img, y = ds[i]
+        r, g, b = img.permute(1, 2, 0)[torch.from_numpy(saturated(img))].float().mean(0).tolist()
         hue = np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)) % 360
-        hits += int(round(hue / 60)) % 6 == int(y[1])
-    assert hits >= 55
+        hits += int(round(hue / 60)) % 6 == int(y[1])  # classes are 60° apart, red at 0°
+    assert hits >= 59
 
 
-def test_count_label_matches_object_blobs():
-    # objects are kept apart, so the number of saturated connected regions equals count (up to edge cases)
-    ds = data.Shapes("train", 64)
-    ok = 0
-    for i in range(40):
-        img, y = ds.render(i)
-        rgb = img.astype(np.float32) / 255
-        mask = (rgb.max(2) - rgb.min(2)) > 0.45
-        seen, blobs = np.zeros_like(mask), 0
-        for sy, sx in zip(*np.nonzero(mask)):  # flood fill, 4-connected
-            if seen[sy, sx]:
-                continue
-            blobs += 1
-            stack = [(sy, sx)]
-            while stack:
-                py, px = stack.pop()
-                if 0 <= py < 64 and 0 <= px < 64 and mask[py, px] and not seen[py, px]:
-                    seen[py, px] = True
-                    stack += [(py + 1, px), (py - 1, px), (py, px + 1), (py, px - 1)]
-        ok += blobs == int(y[2]) + 1 or (int(y[1]) and False)
-    assert ok >= 30  # ring/cross pieces and touching shapes aside, the count is what is drawn
+def test_count_label_is_the_number_of_objects():
+    ds, ok = data.Shapes("val", 64), 0
+    for i in range(60):
+        img, y = ds[i]
+        ok += components(saturated(img)) == int(y[2]) + 1  # objects are kept apart, so each is one blob
+    assert ok >= 58
 
 
-def make_folder(root, corrupt=True):
+def test_shape_classes_are_distinguishable():
+    # single-object images: a rotation-invariant radial profile of the object pixels (fraction of them in 8
+    # distance bins from their centroid, and area / max radius²) → nearest class centroid on held-out images.
+    # Fails if two classes draw the same shape up to rotation (e.g. a square and a "diamond").
+    ds, feats, ys = data.Shapes("train", 64), [], []
+    for i in range(700):
+        img, y = ds[i]
+        if y[2] != 0:
+            continue
+        yy, xx = np.nonzero(saturated(img))
+        d = np.hypot(yy - yy.mean(), xx - xx.mean())
+        hist = np.histogram(d / d.max(), bins=8, range=(0, 1.0001))[0] / len(d)
+        feats.append(np.append(hist, len(d) / (np.pi * d.max() ** 2)))
+        ys.append(int(y[0]))
+    feats, ys, n = np.array(feats), np.array(ys), len(ys) // 2
+    assert len(set(ys[:n])) == 6
+    centroids = np.stack([feats[:n][ys[:n] == k].mean(0) for k in range(6)])
+    pred = np.argmin(((feats[n:, None] - centroids) ** 2).sum(-1), 1)
+    assert (pred == ys[n:]).mean() >= 0.9
+
+
+def make_folder(root):
     for split in ("train", "val"):
-        for c in ("cat", "dog"):
+        for c, value in (("cat", 30), ("dog", 200)):
             d = root / split / c
             d.mkdir(parents=True)
             for k in range(3):
-                Image.fromarray(np.full((37, 45, 3), 40 * k + (c == "dog") * 100, np.uint8)).save(d / f"{k}.png")
-    if corrupt:
-        (root / "train" / "cat" / "bad.png").write_bytes(b"not an image")
+                Image.fromarray(np.full((37, 45, 3), value + k, np.uint8)).save(d / f"{k}.png")
+    Image.fromarray(np.full((20, 30), 60, np.uint8), "L").save(root / "train" / "cat" / "grey.png")
+    (root / "train" / "cat" / "1bad.png").write_bytes(b"not an image")  # sorts between 1.png and 2.png
 
 
 def test_imagefolder_skips_corrupt_file_with_warning(tmp_path):
     make_folder(tmp_path)
     ds = data.build_dataset("imagefolder", str(tmp_path), "train", transform=data.eval_transform(32))
-    assert ds.label_names == ("class",) and ds.num_classes == (2,)
+    assert ds.label_names == ("class",) and ds.num_classes == (2,) and len(ds) == 8
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         items = [ds[i] for i in range(len(ds))]
-    assert any("bad.png" in str(x.message) for x in w) and ds.skipped == 1
+        items_again = [ds[i] for i in range(len(ds))]  # a known bad file is skipped silently
+    assert len(w) == 1 and "1bad.png" in str(w[0].message) and ds.skipped == 1
     assert all(img.shape == (3, 32, 32) and img.dtype == torch.uint8 for img, _ in items)
+    assert [int(y) for _, y in items] == [0] * 5 + [1] * 3
+    assert torch.equal(items[2][0], items[3][0])  # the bad file's slot holds the next file, deterministically
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(items, items_again))
+    assert int(items[-1][0].float().mean().round()) == 202 and int(items[4][0][1].float().mean()) == 60  # grey → RGB
 
 
 def test_missing_or_empty_data_messages(tmp_path):
-    with pytest.raises(FileNotFoundError, match="ImageNet-style folders"):
-        data.build_dataset("imagefolder", str(tmp_path / "nope"), "train")
+    def error(exc, *args):
+        with pytest.raises(exc) as e:
+            data.build_dataset(*args)
+        assert "\n" not in str(e.value)  # one clear line
+        return str(e.value)
+
+    msg = error(FileNotFoundError, "imagefolder", str(tmp_path / "nope"), "train")
+    assert "ImageNet-style folders" in msg and str(tmp_path / "nope" / "train") in msg
     (tmp_path / "train").mkdir()
-    with pytest.raises(ValueError, match="holds no images"):
-        data.build_dataset("imagefolder", str(tmp_path), "train")
-    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
-        data.build_dataset("cifar10", str(tmp_path), "train")
-    with pytest.raises(ValueError, match="needs --data_root"):
-        data.build_dataset("cifar10", "", "train")
-    with pytest.raises(ValueError, match="unknown dataset"):
-        data.build_dataset("mnist42", str(tmp_path))
+    assert "holds no images" in error(ValueError, "imagefolder", str(tmp_path), "train")
+    (tmp_path / "train" / "cat").mkdir()  # a class folder without images
+    assert "holds no images" in error(ValueError, "imagefolder", str(tmp_path), "train")
+    assert "cifar-10-batches-py" in error(FileNotFoundError, "cifar10", str(tmp_path), "train")
+    assert "cifar-100-python" in error(FileNotFoundError, "cifar100", str(tmp_path), "val")
+    assert "stl10_binary" in error(FileNotFoundError, "stl10", str(tmp_path), "train")
+    assert "needs --data_root" in error(ValueError, "cifar10", "", "train")
+    assert "unknown dataset" in error(ValueError, "mnist42", str(tmp_path))
+    assert isinstance(data.build_dataset("shapes", "/ignored", "val", size=40), data.Shapes)
 
 
-def test_transforms_from_odd_pil_and_grey():
-    for mode, shape in (("RGB", (31, 47, 3)), ("L", (31, 47)), ("RGBA", (31, 47, 4))):
-        img = Image.fromarray(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8), mode)
-        for tf in (data.train_transform(24), data.eval_transform(24)):
-            out = tf(img)
-            assert type(out) is torch.Tensor and out.shape == (3, 24, 24) and out.dtype == torch.uint8
+@pytest.mark.parametrize("mode, shape", [("RGB", (31, 47, 3)), ("L", (31, 47)), ("RGBA", (31, 47, 4)),
+                                         ("P", (47, 31, 3))])
+def test_transforms_from_odd_images(mode, shape):
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8))
+    img = img.convert(mode)
+    for tf in (data.train_transform(24), data.eval_transform(24)):
+        out = tf(img)
+        assert type(out) is torch.Tensor and out.shape == (3, 24, 24) and out.dtype == torch.uint8
+    # the evaluation view is exactly v2 Resize(short side 27) + CenterCrop(24)
+    ref = v2.Compose([v2.ToImage(), v2.RGB(), v2.Resize(27, antialias=True), v2.CenterCrop(24)])(img.convert("RGB"))
+    assert torch.equal(data.eval_transform(24)(img), ref.as_subclass(torch.Tensor))
+    for x in (torch.rand(3, 31, 47), torch.randint(0, 256, (31, 47), dtype=torch.uint8)):  # float, 2-D
+        assert data.train_transform(24)(x).dtype == torch.uint8 and data.eval_transform(24)(x).shape == (3, 24, 24)
+
+
+def test_crop_flip_is_seeded_and_flips_half():
+    x = data.Shapes("val", 64)[0][0]
+    tf = data.train_transform(32)
+    torch.manual_seed(0)
+    a = [tf(x) for _ in range(3)]
+    torch.manual_seed(0)
+    assert all(torch.equal(p, tf(x)) for p in a) and not torch.equal(a[0], a[1])
+    ramp = torch.arange(64, dtype=torch.uint8).expand(3, 64, 64).contiguous()
+    full = data.train_transform(64, scale=(1.0, 1.0))  # a square image at full scale: identity or mirror
+    outs = [full(ramp) for _ in range(200)]
+    assert all(torch.equal(o, ramp) or torch.equal(o, ramp.flip(-1)) for o in outs)
+    assert 70 < sum(torch.equal(o, ramp.flip(-1)) for o in outs) < 130
+    with pytest.raises(ValueError, match="crop scale"):
+        data.train_transform(32, scale=(0.0, 1.0))
 
 
 def test_make_loader_batches():
     ds = data.Shapes("val", 32, length=20)
-    batches = list(data.make_loader(ds, 8, train=True))
-    assert len(batches) == 2 and batches[0][0].shape == (8, 3, 32, 32) and batches[0][1].shape == (8, 3)
-    assert len(list(data.make_loader(ds, 8, train=False))) == 3
+    train = data.make_loader(ds, 8, train=True, seed=3)
+    batches = list(train)
+    assert len(batches) == 2 and batches[0][0].shape == (8, 3, 32, 32) and batches[0][0].dtype == torch.uint8
+    assert batches[0][1].shape == (8, 3) and batches[0][1].dtype == torch.long
+    order = lambda seed: torch.cat([y for _, y in data.make_loader(ds, 4, train=True, seed=seed)])  # noqa: E731
+    assert torch.equal(order(3), order(3)) and not torch.equal(order(3), order(4))  # seeded shuffles
+    assert not torch.equal(torch.cat([y for _, y in train]), torch.cat([y for _, y in batches]))  # next epoch
+    evaluation = list(data.make_loader(ds, 8, train=False))
+    assert [len(y) for _, y in evaluation] == [8, 8, 4]  # keeps the last partial batch, in order
+    assert torch.equal(evaluation[0][1], torch.stack([ds[i][1] for i in range(8)]))
+    with pytest.raises(ValueError, match="batch_size"):
+        data.make_loader(ds, 0, train=True)
+
+
+def test_epoch_indexed_transforms_are_a_function_of_epoch_and_index():
+    ds = data.EpochIndexed(data.Shapes("val", 48, length=4, transform=data.train_transform(32)), seed=0)
+    assert torch.equal(ds[(2, 1)][0], ds[(2, 1)][0]) and not torch.equal(ds[(2, 1)][0], ds[(3, 1)][0])

@@ -59,6 +59,21 @@ def test_targets_are_rectangles_within_scale():
     assert len(sizes) >= 4  # the size is random per batch, not fixed
 
 
+def test_scale_and_aspect_drawn_independently():
+    # the official code maps one random number to both scale and aspect ratio: 5 target sizes reachable at 14×14;
+    # independent draws reach 9-10. The context size must not follow the target size either.
+    t_area, c_side, t_shapes = [], [], set()
+    for seed in range(150):  # both configs consume the seed's uniforms in the same order
+        t = bbox(draw(B=1, seed=seed)[1][0][0], 14)[2:]
+        c = bbox(draw(B=1, seed=seed, context_scale=(0.25, 1.0), target_scale=(0.01, 0.01), min_keep=1)[0][0][0], 14)
+        t_area.append(t[0] * t[1])
+        t_shapes.add(t)
+        c_side.append(max(c[2:]))  # tiny targets: the context's bounding box is its block
+    assert len({(a, s) for a, s in zip(t_area, c_side)}) > 25
+    assert abs(torch.corrcoef(torch.tensor([t_area, c_side], dtype=torch.float))[0, 1]) < 0.25
+    assert len(t_shapes) >= 8
+
+
 def test_context_block_size_and_position():
     # a 7×7 context (scale 0.25 of 14×14, aspect 1) with tiny targets: the context stays inside a 7×7 box
     tops = set()
@@ -134,8 +149,10 @@ def test_infeasible_configs_raise_fast():
     for kw in bad:
         with pytest.raises(ValueError):
             draw(**kw)
-    with pytest.raises(ValueError, match="min_keep"):
-        draw(grid=(8, 8), min_keep=40)
+    # rejected by the one-off pilot check, before any sampling (whatever the seed or batch size)
+    with pytest.raises(ValueError, match=r"min_keep=40 context patches fail for \d+% of images"):
+        draw(B=1, grid=(8, 8), min_keep=40)
+    masks.check_feasible((8, 8), 4, (0.15, 0.2), (0.75, 1.5), (0.85, 1.0), (1.0, 1.0), 15)  # ~40% redraws: accepted
     assert time.perf_counter() - t0 < 5
 
 
