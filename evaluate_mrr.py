@@ -17,6 +17,7 @@ destructive source and per jitter component.
 import copy
 import dataclasses
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -183,6 +184,7 @@ def nearest_neighbour_grid(encoder, target_encoder, predictor, images, aug_cfg, 
         pred = predict(encoder, predictor, source_view, augment.action_from_params(sp, _take(bp, [k])), chunk)
         nearest = distances(pred, lat)[0].topk(topk, largest=False).indices  # smallest distance first
         rows.append(torch.cat([source_view, bank[k:k + 1], bank[nearest]]))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     save_image(torch.cat(rows).clamp(0, 1), path, nrow=2 + topk)
     return path
 

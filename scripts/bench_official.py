@@ -1,0 +1,91 @@
+"""Times the official I-JEPA training step (github.com/facebookresearch/ijepa, src/train.py's inner loop) for the
+side-by-side with `bench.py --method ijepa` (README "Speed"). Nothing of the official code is copied here: it is
+imported from a clone that you give.
+
+    git clone https://github.com/facebookresearch/ijepa /tmp/ijepa
+    python scripts/bench_official.py --ijepa_dir /tmp/ijepa        # ViT-Tiny/16, 224, batch 16, predictor 6x384
+    python bench.py --model tiny --patch_size 16 --img_size 224 --pred_depth 6 --pred_width 384 --batch_size 16 \
+        --method ijepa --loss smooth_l1 --steps 5 --warmup 2
+
+The timed step is the official loop body, as written there: the MaskCollator call (it runs in the loader workers
+there, so it is timed separately and reported apart), target forward + layer norm + apply_masks, context encoder
++ predictor, smooth L1, backward, AdamW step, the Python EMA loop and `float(loss)`. Official I-JEPA masks and
+ImageNet recipe (1 context block of scale 0.85-1, 4 target blocks 0.15-0.2, aspect 0.75-1.5, min_keep 10).
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+p.add_argument("--ijepa_dir", required=True, help="a clone of facebookresearch/ijepa")
+p.add_argument("--model", default="vit_tiny")
+p.add_argument("--patch_size", type=int, default=16)
+p.add_argument("--img_size", type=int, default=224)
+p.add_argument("--pred_depth", type=int, default=6)
+p.add_argument("--pred_width", type=int, default=384)
+p.add_argument("--batch_size", type=int, default=16)
+p.add_argument("--steps", type=int, default=5)
+p.add_argument("--warmup", type=int, default=2)
+args = p.parse_args()
+sys.path.insert(0, args.ijepa_dir)
+try:
+    from src.helper import init_model
+    from src.masks.multiblock import MaskCollator
+    from src.masks.utils import apply_masks
+    from src.utils.tensors import repeat_interleave_batch
+except ImportError as e:
+    sys.exit(f"bench_official.py: cannot import the official code from {args.ijepa_dir!r} ({e})")
+
+torch.manual_seed(0)
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+encoder, predictor = init_model(device, args.patch_size, args.model, args.img_size, args.pred_depth, args.pred_width)
+target_encoder = init_model(device, args.patch_size, args.model, args.img_size, 1, args.pred_width)[0]
+target_encoder.load_state_dict(encoder.state_dict())
+for q in target_encoder.parameters():
+    q.requires_grad = False
+decay = lambda n, q: "bias" not in n and q.ndim != 1  # the official param groups
+params = list(encoder.named_parameters()) + list(predictor.named_parameters())
+optimizer = torch.optim.AdamW([{"params": [q for n, q in params if decay(n, q)], "weight_decay": 0.04},
+                               {"params": [q for n, q in params if not decay(n, q)], "weight_decay": 0}], lr=1e-4)
+collator = MaskCollator(input_size=(args.img_size, args.img_size), patch_size=args.patch_size,
+                        enc_mask_scale=(0.85, 1.0), pred_mask_scale=(0.15, 0.2), aspect_ratio=(0.75, 1.5),
+                        nenc=1, npred=4, min_keep=10, allow_overlap=False)
+batch = [(torch.randn(3, args.img_size, args.img_size), 0) for _ in range(args.batch_size)]
+use_bf16 = device.type == "cuda"
+
+
+def step():
+    t0 = time.perf_counter()
+    (imgs, _), masks_enc, masks_pred = collator(batch)
+    t1 = time.perf_counter()
+    imgs = imgs.to(device)
+    masks_enc, masks_pred = [m.to(device) for m in masks_enc], [m.to(device) for m in masks_pred]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.no_grad():
+            h = target_encoder(imgs)
+            h = F.layer_norm(h, (h.size(-1),))
+            h = repeat_interleave_batch(apply_masks(h, masks_pred), len(h), repeat=len(masks_enc))
+        z = predictor(encoder(imgs, masks_enc), masks_enc, masks_pred)
+        loss = F.smooth_l1_loss(z, h)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    with torch.no_grad():
+        for q, k in zip(encoder.parameters(), target_encoder.parameters()):
+            k.data.mul_(0.996).add_((1. - 0.996) * q.detach().data)
+    float(loss)  # the official loop's host sync
+    return (time.perf_counter() - t0) * 1e3, (t1 - t0) * 1e3
+
+
+for _ in range(args.warmup):
+    step()
+times = [step() for _ in range(args.steps)]
+ms, mask_ms = statistics.median(t for t, _ in times), statistics.median(m for _, m in times)
+print(f"official I-JEPA {args.model}/{args.patch_size} {args.img_size}px, predictor {args.pred_depth}x"
+      f"{args.pred_width}, batch {args.batch_size}, {device.type}, {torch.get_num_threads()} threads")
+print(f"median {ms:.0f} ms/step ({args.batch_size / ms * 1e3:.1f} img/s), of which mask collation {mask_ms:.1f} ms; "
+      f"all steps: {', '.join(f'{t:.0f}' for t, _ in times)}")

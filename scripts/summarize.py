@@ -1,0 +1,84 @@
+"""Markdown tables (README "Results") from the lines scripts/paper_tables.sh appends to runs/paper/results.tsv:
+table, run, seed, metric, value, seconds. Mean ± std over seeds; the paper's numbers beside ours."""
+import collections
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+path = sys.argv[1] if len(sys.argv) > 1 else "runs/paper/results.tsv"
+rows = [line.rstrip("\n").split("\t") for line in open(path)]
+# a run whose target features end with std < 0.1 across images has collapsed (train.py logs target_std)
+collapsed = set()
+for log in glob.glob(os.path.join(os.path.dirname(path), "*_s[0-9]*/log.jsonl")):
+    last = [json.loads(line) for line in open(log) if '"target_std"' in line][-1]
+    if last["target_std"] < 0.1:
+        run, seed = os.path.basename(os.path.dirname(log)).rsplit("_s", 1)
+        collapsed.add((run, int(seed)))
+val = collections.defaultdict(dict)  # (table, run, metric) -> {seed: value}
+secs = collections.Counter()
+for table, run, seed, metric, value, s in rows:
+    val[table, run, metric][int(seed)] = float(value)
+    secs["pretrain" if table in ("pretrain", "mrr") else table] += int(s)
+
+
+def cell(table, run, metric, fmt="{:.3f}"):
+    v = list(val.get((table, run, metric), {}).values())
+    if not v:
+        return "–"
+    c = sum((run, seed) in collapsed for seed in val[table, run, metric])
+    return (fmt.format(np.mean(v)) + (f" ± {fmt.format(np.std(v))}" if len(v) > 1 else "")
+            + f" ({len(v)}{f', {c} collapsed' if c else ''})")
+
+
+print("Table 1: conditioning, MRR (bank 256, chance 0.024); mean ± std over seeds (n)\n")
+print("| conditioning | ours | paper |\n|---|---|---|")
+for c, paper in (("none", "0.00"), ("sequence", "0.82"), ("feature", "0.79")):
+    print(f"| {c} | {cell('mrr', 'cond_' + c, 'mrr')} | {paper} |")
+
+print("\nTable 2: difficulty x capacity, MRR; ours: predictor depth 1 / 3 (width 96); paper: 12 / 18 (width 384)\n")
+print("| augmentation | I-JEPA | depth 1 | depth 3 | paper I-JEPA / 12 / 18 |\n|---|---|---|---|---|")
+for a, name, paper in (("jitter", "jitter", "0.00 / 0.11 / 0.25"), ("iwm", "+ destructive", "0.00 / 0.09 / 0.79"),
+                       ("strong", "+ strong jitter", "0.00 / 0.81 / 0.85")):
+    d3 = "cond_feature" if a == "iwm" else f"{a}_d3"
+    ij = cell("mrr", "ijepa_d3", "mrr") if a == "jitter" else "(same)"
+    print(f"| {name} | {ij} | {cell('mrr', a + '_d1', 'mrr')} | {cell('mrr', d3, 'mrr')} | {paper} |")
+
+print("\nTable 4: leveraging the world model, shape top-1 % (seed 0; chance 16.7)\n")
+print("| setting | MRR | encoder FT | frozen enc + random pred | + pretrained pred | end-to-end | paper |")
+print("|---|---|---|---|---|---|---|")
+for run, name, paper in (("ijepa_d3", "I-JEPA", "83.0 / 79.1 / 80.0 / 82.0"),
+                         ("iwm_d1", "IWM Inv-like (depth 1)", "83.3 / 80.5 / 81.3 / 82.7"),
+                         ("cond_feature", "IWM Equi-like (depth 3)", "82.9 / 81.5 / 83.3 / 84.4")):
+    cols = [cell("table4", run, m, "{:.1f}") for m in ("encoder", "predictor_random", "predictor", "end_to_end")]
+    print(f"| {name} | {cell('mrr', run, 'mrr')} | " + " | ".join(cols) + f" | {paper} |")
+
+print("\nTable 8: probes on the frozen target encoder, shape top-1 % (seed 0)\n")
+print("| setting | linear | attentive | paper linear / attentive |\n|---|---|---|---|")
+for run, name, paper in (("ijepa_d3", "I-JEPA", "–"), ("iwm_d1", "IWM Inv-like", "74.5 / 77.0"),
+                         ("cond_feature", "IWM Equi-like", "67.5 / 75.1")):
+    print(f"| {name} | {cell('table4', run, 'linear', '{:.1f}')} | {cell('table4', run, 'attentive', '{:.1f}')} "
+          f"| {paper} |")
+
+# Figure 4 / §4: across all pretraining runs, does MRR go with predictor finetuning and against linear probing?
+pairs = collections.defaultdict(list)
+for (table, run, metric), by_seed in val.items():
+    if table == "table8":
+        for seed, v in by_seed.items():
+            m = val.get(("mrr", run, "mrr"), {}).get(seed)
+            if m is not None:
+                pairs[metric].append((m, v))
+if pairs:
+    print("\nFigure 4: correlation with MRR across every pretraining run x seed (paper: predictor ρ 0.93, linear "
+          "ρ −0.85)\n")
+    print("| protocol | runs | Pearson ρ | Spearman ρ |\n|---|---|---|---|")
+    for metric, p in sorted(pairs.items()):
+        x, y = np.array(p).T
+        rank = lambda a: np.argsort(np.argsort(a))
+        print(f"| {metric} | {len(p)} | {np.corrcoef(x, y)[0, 1]:.2f} | {np.corrcoef(rank(x), rank(y))[0, 1]:.2f} |")
+
+print("\nCollapsed runs (final target-feature std < 0.1): " + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed))
+                                                             or "none"))
+print("\nWall time (s, this machine): " + ", ".join(f"{k} {v}" for k, v in sorted(secs.items())))
