@@ -132,10 +132,17 @@ def kernel_size_for(side, frac):
     return max(3, int(frac * side) // 2 * 2 + 1)
 
 
+CPU_CHUNK = 16  # images per pass on CPU: fresh 100-MB temporaries of a whole 224-px batch cost more than the maths
+
+
 def apply_params(images, p, cfg=IWM):
     """images float [B, 3, H, W] in [0, 1] → the view defined by p: jitter in the fixed order brightness, contrast,
     saturation, hue (so the parameters define the image), then grayscale, blur, solarize where flagged. Every op
-    runs on the whole batch and torch.where picks per sample: no host sync, no data-dependent shapes."""
+    runs on the whole batch and torch.where picks per sample: no host sync, no data-dependent shapes. On CPU the
+    batch goes through in chunks of CPU_CHUNK (same result, ~4x faster at 224 px, batch 256)."""
+    if images.device.type == "cpu" and len(images) > CPU_CHUNK:
+        return torch.cat([apply_params(images[i:i + CPU_CHUNK], {k: v[i:i + CPU_CHUNK] for k, v in p.items()}, cfg)
+                          for i in range(0, len(images), CPU_CHUNK)])
     sel = lambda flag, new, old: torch.where(flag.view(-1, 1, 1, 1), new, old)
     x = adjust_brightness(images, p["brightness"])
     x = adjust_contrast(x, p["contrast"])

@@ -110,3 +110,16 @@ def test_cpu_generator_drives_other_device_and_b1():
     img = torch.rand(1, 3, 16, 16)
     x, y, a, _ = A.make_views(img, generator=torch.Generator().manual_seed(5))
     assert x.shape == (1, 3, 16, 16) and a.shape == (1, 7)
+
+
+def test_cpu_chunking_gives_the_whole_batch_result(monkeypatch):
+    # 37 images: two full chunks of 16 and a ragged one; every destructive op forced on somewhere in the batch
+    g = torch.Generator().manual_seed(3)
+    img = torch.rand(37, 3, 24, 24, generator=g)
+    p = A.sample_params(37, A.IWM, destructive=True, generator=g)
+    for k in A.DESTRUCTIVE:
+        p[k][::3] = True
+    chunked = A.apply_params(img, p)
+    monkeypatch.setattr(A, "CPU_CHUNK", 1000)
+    whole = A.apply_params(img, p)
+    assert torch.equal(chunked, whole) and chunked.shape == img.shape
