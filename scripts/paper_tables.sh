@@ -5,7 +5,8 @@
 #   table2   difficulty (jitter, + destructive, + strong jitter) x predictor depth 1 / 3, and I-JEPA (Table 2),
 #            seeds 0 1 2; the (+ destructive, depth 3) cell is table1's feature runs
 #   table4   leveraging the world model on seed 0 of I-JEPA, IWM "Inv-like" (depth 1) and "Equi-like" (depth 3):
-#            encoder FT, frozen encoder + random / pretrained predictor, end-to-end, linear and attentive probes
+#            encoder FT, frozen encoder + random / pretrained predictor, end-to-end, linear and attentive probes,
+#            and the same protocols from a random init of the architecture (the baseline)
 #   table8   linear probe and predictor finetuning of every pretrained run (MRR vs probe, Figure 4 / Table 8)
 #   fig1     the nearest-neighbour picture (Figure 1) -> assets/nn.png
 #   summary  the README tables from runs/paper/results.tsv
@@ -32,6 +33,9 @@ pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, the
     touch $dir/done
   fi
 }
+
+RANDOM_INIT="--init random --predictor_init random --model micro --img_size 32 --patch_size 8 --pred_depth 3 \
+             --pred_width 96 --cond feature"  # the quick start's architecture (finetune.py then ignores --ckpt)
 
 finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on the colour label
   # (shape stays at chance for every protocol and init at this budget, so it cannot rank them)
@@ -60,13 +64,14 @@ for target in $TARGETS; do
         pretrain ijepa_d3 $s --method ijepa
       ) & done; wait ;;
     table4)
-      for n in ijepa_d3 iwm_d1 cond_feature; do (
-        finetune table4 $n 0 encoder
-        finetune table4 $n 0 predictor --predictor_init random --blr 0.004
-        finetune table4 $n 0 predictor --blr 0.004
-        finetune table4 $n 0 end_to_end
-        finetune table4 $n 0 linear
-        finetune table4 $n 0 attentive --blr 0.004
+      for n in ijepa_d3 iwm_d1 cond_feature random; do (
+        r=""; [ $n = random ] && r=$RANDOM_INIT  # the baseline: same architecture, nothing pretrained
+        finetune table4 $n 0 encoder $r
+        finetune table4 $n 0 predictor --predictor_init random --blr 0.004 $r
+        finetune table4 $n 0 predictor --blr 0.004 $r
+        finetune table4 $n 0 end_to_end $r
+        finetune table4 $n 0 linear $r
+        finetune table4 $n 0 attentive --blr 0.004 $r
       ) & done; wait ;;
     table8)
       for s in 0 1 2; do (

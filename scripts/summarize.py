@@ -52,21 +52,25 @@ print("| setting | MRR | encoder FT | frozen enc + random pred | + pretrained pr
 print("|---|---|---|---|---|---|---|")
 for run, name, paper in (("ijepa_d3", "I-JEPA", "83.0 / 79.1 / 80.0 / 82.0"),
                          ("iwm_d1", "IWM Inv-like (depth 1)", "83.3 / 80.5 / 81.3 / 82.7"),
-                         ("cond_feature", "IWM Equi-like (depth 3)", "82.9 / 81.5 / 83.3 / 84.4")):
-    cols = [cell("table4", run, m, "{:.1f}") for m in ("encoder", "predictor_random", "predictor", "end_to_end")]
+                         ("cond_feature", "IWM Equi-like (depth 3)", "82.9 / 81.5 / 83.3 / 84.4"),
+                         ("random", "random init (depth 3, no pretraining)", "–")):
+    r = "_random" if run == "random" else ""  # the random-init row: every module random, so no "pretrained pred"
+    cols = [cell("table4", run, m + r, "{:.1f}") if m else "n/a"
+            for m in ("encoder", "predictor" if r else "predictor_random", "" if r else "predictor", "end_to_end")]
     print(f"| {name} | {cell('mrr', run, 'mrr', seeds=[0])} | " + " | ".join(cols) + f" | {paper} |")
 
 print("\nTable 8: probes on the frozen target encoder, colour top-1 % (seed 0)\n")
 print("| setting | linear | attentive | paper linear / attentive |\n|---|---|---|---|")
 for run, name, paper in (("ijepa_d3", "I-JEPA", "–"), ("iwm_d1", "IWM Inv-like", "74.5 / 77.0"),
-                         ("cond_feature", "IWM Equi-like", "67.5 / 75.1")):
-    print(f"| {name} | {cell('table4', run, 'linear', '{:.1f}')} | {cell('table4', run, 'attentive', '{:.1f}')} "
+                         ("cond_feature", "IWM Equi-like", "67.5 / 75.1"), ("random", "random init", "–")):
+    r = "_random" if run == "random" else ""
+    print(f"| {name} | {cell('table4', run, 'linear' + r, '{:.1f}')} | {cell('table4', run, 'attentive' + r, '{:.1f}')} "
           f"| {paper} |")
 
 # Figure 4 / §4: across all pretraining runs, does MRR go with predictor finetuning and against linear probing?
 pairs = collections.defaultdict(list)
 for (table, run, metric), by_seed in val.items():
-    if table == "table8":
+    if table in ("table4", "table8") and metric in ("linear", "predictor"):  # table4 holds seed 0 of its runs
         for seed, v in by_seed.items():
             m = val.get(("mrr", run, "mrr"), {}).get(seed)
             if m is not None:
