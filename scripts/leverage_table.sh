@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Issue 5 / paper Table 4 at laptop scale: every finetune.py protocol on the quick-start checkpoint and on a random
-# init of the same architecture, on the built-in data's shape label. Prints "<init> <protocol> top1 <value> <s>".
-# Usage: bash scripts/leverage_table.sh [CKPT]    (CKPT default runs/quickstart/latest.pt)
+# init of the same architecture, on one label of the built-in data (shape by default; LABEL=color or count to
+# change it). Prints "<init> <protocol> top1 <value> <s>".
+# Usage: [LABEL=shape] bash scripts/leverage_table.sh [CKPT]    (CKPT default runs/quickstart/latest.pt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CKPT=${1:-runs/quickstart/latest.pt}
 ARCH="--model micro --img_size 32 --patch_size 8 --pred_depth 3 --pred_width 96 --cond feature"
-COMMON="--data shapes --label shape --epochs 5 --train_images 2000 --val_images 1000 --batch_size 64 --warmup_epochs 1"
+COMMON="--data shapes --label ${LABEL:-shape} --epochs 5 --train_images 2000 --val_images 1000 --batch_size 64 --warmup_epochs 1"
 for init in checkpoint random; do
   for p in linear attentive predictor encoder end_to_end multitask; do
     src="--ckpt $CKPT"; [ "$init" = random ] && src="--init random --predictor_init random $ARCH"
     lr=""; case $p in encoder|end_to_end) ;; linear) ;; *) lr="--blr 0.004";; esac
     t0=$(date +%s)
-    line=$(python finetune.py --protocol $p $src $COMMON $lr --out_dir runs/leverage/$init-$p 2>/dev/null | tail -n 1)
+    line=$(python finetune.py --protocol $p $src $COMMON $lr --out_dir runs/leverage/${LABEL:-shape}-$init-$p 2>/dev/null | tail -n 1)
     echo "$init $line $(( $(date +%s) - t0 ))s"
   done
 done

@@ -67,6 +67,16 @@ for run, name, paper in (("ijepa_d3", "I-JEPA", "–"), ("iwm_d1", "IWM Inv-like
     print(f"| {name} | {cell('table4', run, 'linear' + r, '{:.1f}')} | {cell('table4', run, 'attentive' + r, '{:.1f}')} "
           f"| {paper} |")
 
+print("\nTable 8 / Figure 4, every pretraining setting: MRR and colour top-1 % of the linear probe and of predictor "
+      "finetuning, mean ± std over seeds\n")
+print("| run | MRR | linear | predictor FT |\n|---|---|---|---|")
+for run in ("cond_none", "cond_sequence", "cond_feature", "jitter_d1", "iwm_d1", "strong_d1", "jitter_d3", "strong_d3",
+            "ijepa_d3"):
+    for m in ("linear", "predictor"):  # seed 0 of the Table 4 runs was measured there (same protocol and flags)
+        val["probe", run, m] = {**val.get(("table8", run, m), {}), **val.get(("table4", run, m), {})}
+    print(f"| {run} | {cell('mrr', run, 'mrr')} | {cell('probe', run, 'linear', '{:.1f}')} "
+          f"| {cell('probe', run, 'predictor', '{:.1f}')} |")
+
 # Figure 4 / §4: across all pretraining runs, does MRR go with predictor finetuning and against linear probing?
 pairs = collections.defaultdict(list)
 for (table, run, metric), by_seed in val.items():
@@ -86,4 +96,4 @@ if pairs:
 
 print("\nCollapsed runs (final target-feature std < 0.1): " + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed))
                                                              or "none"))
-print("\nWall time (s, this machine): " + ", ".join(f"{k} {v}" for k, v in sorted(secs.items())))
+print("\nSummed run time (s; paper_tables.sh runs 3-4 of them side by side, so wall time is less): " + ", ".join(f"{k} {v}" for k, v in sorted(secs.items())))
