@@ -8,9 +8,10 @@
 #            encoder FT, frozen encoder + random / pretrained predictor, end-to-end, linear and attentive probes,
 #            and the same protocols from a random init of the architecture (the baseline)
 #   table8   linear probe and predictor finetuning of every pretrained run (MRR vs probe, Figure 4 / Table 8)
+#   longer   Table 1's feature runs at 4x the steps (4000), with their probes: what a longer run changes
 #   fig1     the nearest-neighbour picture (Figure 1) -> assets/nn.png
 #   summary  the README tables from runs/paper/results.tsv
-# Usage: bash scripts/paper_tables.sh [table1 table2 table4 table8 fig1 summary]   (default: all, in that order)
+# Usage: bash scripts/paper_tables.sh [table1 table2 table4 table8 longer fig1 summary]   (default: all, in order)
 # Finished runs are skipped, so an interrupted call can simply be repeated. Each result line is appended to
 # runs/paper/results.tsv as: table, run, seed, metric, value, seconds.
 set -euo pipefail
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 OUT=runs/paper
 RES=$OUT/results.tsv
 mkdir -p $OUT
-TARGETS=${*:-table1 table2 table4 table8 fig1 summary}
+TARGETS=${*:-table1 table2 table4 table8 longer fig1 summary}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # the seeds of a table run side by side, one thread each
 
 pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, then its MRR (bank 256, 16 images)
@@ -80,12 +81,18 @@ for target in $TARGETS; do
           finetune table8 $n $s predictor --blr 0.004
         done
       ) & done; wait ;;
+    longer)  # what a longer run changes: Table 1's feature runs with 4x the steps (4000), MRR and probes
+      for s in 0 1 2; do (
+        pretrain long_feature $s --cond feature --epochs 4
+        finetune table8 long_feature $s linear
+        finetune table8 long_feature $s predictor --blr 0.004
+      ) & done; wait ;;
     fig1)
       python evaluate_mrr.py --ckpt $OUT/cond_feature_s0/latest.pt --images 16 --bank 256 --png assets/nn.png \
         --png_images 4 | tail -n 3 ;;
     summary)
       python scripts/summarize.py $RES ;;
-    *) echo "unknown target $target (table1 table2 table4 table8 fig1 summary)"; exit 2 ;;
+    *) echo "unknown target $target (table1 table2 table4 table8 longer fig1 summary)"; exit 2 ;;
   esac
   echo "$target: $(( $(date +%s) - t0 )) s"
 done

@@ -38,6 +38,7 @@ print("Table 1: conditioning, MRR (bank 256, chance 0.024); mean ± std over see
 print("| conditioning | ours | paper |\n|---|---|---|")
 for c, paper in (("none", "0.00"), ("sequence", "0.82"), ("feature", "0.79")):
     print(f"| {c} | {cell('mrr', 'cond_' + c, 'mrr')} | {paper} |")
+print(f"| feature, 4000 steps | {cell('mrr', 'long_feature', 'mrr')} | – |")
 
 print("\nTable 2: difficulty x capacity, MRR; ours: predictor depth 1 / 3 (width 96); paper: 12 / 18 (width 384)\n")
 print("| augmentation | I-JEPA | depth 1 | depth 3 | paper I-JEPA / 12 / 18 |\n|---|---|---|---|---|")
@@ -71,7 +72,7 @@ print("\nTable 8 / Figure 4, every pretraining setting: MRR and colour top-1 % o
       "finetuning, mean ± std over seeds\n")
 print("| run | MRR | linear | predictor FT |\n|---|---|---|---|")
 for run in ("cond_none", "cond_sequence", "cond_feature", "jitter_d1", "iwm_d1", "strong_d1", "jitter_d3", "strong_d3",
-            "ijepa_d3"):
+            "ijepa_d3", "long_feature"):
     for m in ("linear", "predictor"):  # seed 0 of the Table 4 runs was measured there (same protocol and flags)
         val["probe", run, m] = {**val.get(("table8", run, m), {}), **val.get(("table4", run, m), {})}
     print(f"| {run} | {cell('mrr', run, 'mrr')} | {cell('probe', run, 'linear', '{:.1f}')} "
