@@ -92,7 +92,11 @@ if pairs:
     print("| protocol | runs | Pearson ρ | Spearman ρ |\n|---|---|---|---|")
     for metric, p in sorted(pairs.items()):
         x, y = np.array(p).T
-        rank = lambda a: np.argsort(np.argsort(a))
+        def rank(a):  # average ranks, so tied MRRs (every run at chance) do not depend on the order of the rows
+            r = np.empty(len(a))
+            r[np.argsort(a)] = np.arange(len(a))
+            _, tie = np.unique(a, return_inverse=True)
+            return (np.bincount(tie, r) / np.bincount(tie))[tie]
         print(f"| {metric} | {len(p)} | {np.corrcoef(x, y)[0, 1]:.2f} | {np.corrcoef(rank(x), rank(y))[0, 1]:.2f} |")
 
 print("\nCollapsed runs (final target-feature std < 0.1): " + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed))
