@@ -1,7 +1,7 @@
 """Why predictor finetuning on a laptop-scale pretrained encoder stays near chance (README Results, Table 4): trains
 the predictor-finetuning head (finetune.py's Classifier with a random predictor, or the attentive probe alone) on
 cached frozen target-encoder tokens, with the tokens as they are or standardised per channel (train-split mean /
-std over all tokens), and prints the share of the token variance that is position, per-image mean and the rest.
+std over all tokens), and prints the share of the token variance that is position and that is per-image mean.
 
     python scripts/feature_scale_check.py --ckpt runs/paper/cond_feature_s0/latest.pt --label color
 """

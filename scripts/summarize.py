@@ -71,8 +71,9 @@ for run, name, paper in (("ijepa_d3", "I-JEPA", "–"), ("iwm_d1", "IWM Inv-like
 print("\nTable 8 / Figure 4, every pretraining setting: MRR and colour top-1 % of the linear probe and of predictor "
       "finetuning, mean ± std over seeds\n")
 print("| run | MRR | linear | predictor FT |\n|---|---|---|---|")
-for run in ("cond_none", "cond_sequence", "cond_feature", "jitter_d1", "iwm_d1", "strong_d1", "jitter_d3", "strong_d3",
-            "ijepa_d3", "long_feature"):
+runs = ("cond_none", "cond_sequence", "cond_feature", "jitter_d1", "iwm_d1", "strong_d1", "jitter_d3", "strong_d3",
+        "ijepa_d3", "long_feature")
+for run in runs:
     for m in ("linear", "predictor"):  # seed 0 of the Table 4 runs was measured there (same protocol and flags)
         val["probe", run, m] = {**val.get(("table8", run, m), {}), **val.get(("table4", run, m), {})}
     print(f"| {run} | {cell('mrr', run, 'mrr')} | {cell('probe', run, 'linear', '{:.1f}')} "
@@ -80,9 +81,9 @@ for run in ("cond_none", "cond_sequence", "cond_feature", "jitter_d1", "iwm_d1",
 
 # Figure 4 / §4: across all pretraining runs, does MRR go with predictor finetuning and against linear probing?
 pairs = collections.defaultdict(list)
-for (table, run, metric), by_seed in val.items():
-    if table in ("table4", "table8") and metric in ("linear", "predictor"):  # table4 holds seed 0 of its runs
-        for seed, v in by_seed.items():
+for run in runs:
+    for metric in ("linear", "predictor"):
+        for seed, v in val["probe", run, metric].items():
             m = val.get(("mrr", run, "mrr"), {}).get(seed)
             if m is not None:
                 pairs[metric].append((m, v))
@@ -101,4 +102,5 @@ if pairs:
 
 print("\nCollapsed runs (final target-feature std < 0.1): " + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed))
                                                              or "none"))
-print("\nSummed run time (s; paper_tables.sh runs 3-4 of them side by side, so wall time is less): " + ", ".join(f"{k} {v}" for k, v in sorted(secs.items())))
+print("\nSummed run time (s; paper_tables.sh runs 3-4 of them side by side, so wall time is less): "
+      + ", ".join(f"{k} {v}" for k, v in sorted(secs.items())))
