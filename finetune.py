@@ -1,22 +1,9 @@
-"""Leveraging the world model (IWM, arXiv 2403.00504, §5, Tables 4-8) and the evaluation probes.
+"""Leveraging the world model (IWM, arXiv 2403.00504, §5: Tables 4 and 7) and the evaluation probes (Table 8).
 
-One script, one `--protocol`:
-  linear      frozen target encoder f_θ^EMA, mean-pooled tokens → BatchNorm1d(affine=False) + Linear (Table 8);
-              features are extracted once, then one head per lr of `--linear_lrs` is trained at once and the best
-              on the val split is reported (a val-selected grid, as in the usual linear-probe practice).
-  attentive   frozen target encoder + attentive probe: one learned query cross-attends to the tokens (V-JEPA).
-  predictor   frozen target encoder → predictor p_φ with all tokens as context, a mask token at every position and
-              the null action → attentive head (Table 4 "frozen encoder + predictor"); the pretrained predictor
-              gets 1/10 of the lr (§5), a random one (`--predictor_init random`) the full lr.
-  encoder     finetune the encoder (Table 4 "encoder finetuning"), MAE ViT-B recipe: layer-wise lr decay, drop
-              path, mixup/cutmix, label smoothing, RandAugment, random erasing; mean-pooled tokens → LayerNorm →
-              Linear (head init std 2e-5). It starts from the checkpoint's TARGET encoder.
-  end_to_end  encoder (layer decay) + pretrained predictor (lr/10) trained together, attentive head (Table 4).
-  multitask   one predictor on the frozen target encoder, one learned task token per task (extra predictor token),
-              one attentive head per task, each batch split evenly across tasks, losses summed (§5); on a
-              dataset with several label types the tasks are those types. `--baseline true` also trains one
-              single-task predictor per task with the same steps and batch (the paper's comparison).
-`--init random` is the random-init baseline of every table (architecture from --model/--img_size/...).
+One script, one `--protocol`, one row of the table PROTOCOLS below: what trains, with which head and recipe. The
+predictor p_φ runs with all tokens as context, a mask token at every position and the null action. The multitask
+comparison (one single-task predictor per task, same budget) is scripts/multitask_baseline.py. `--init random` is the
+random-init baseline of every table (architecture from --model/--img_size/...).
 
     python finetune.py --protocol linear --ckpt runs/iwm/latest.pt --data shapes --label color
     torchrun --nproc_per_node=8 finetune.py --protocol predictor --ckpt IN1K-vit.h.14-300e.pth.tar --model huge \
@@ -40,8 +27,28 @@ import common
 import data
 import model as M
 
-PROTOCOLS = ("linear", "attentive", "predictor", "encoder", "end_to_end", "multitask")
-FINETUNE = ("encoder", "end_to_end")  # the protocols that train the encoder with the MAE recipe
+# The code below reads these columns, never a protocol's name.
+#   encoder    the target encoder f_θ^EMA: frozen (no grad, eval mode, outside the trained model) or trained
+#   predictor  None: not used; else p_φ trains, and a pretrained one gets this lr factor (§5: 1/10, as it already
+#              maps the tokens; --predictor_init random: the full lr)
+#   head       linear: BatchNorm1d(affine=False) + Linear on mean-pooled tokens; attentive: AttentiveHead (V-JEPA's
+#              probe) on the tokens; pooled: mean pool → LayerNorm → Linear (MAE)
+#   heads      grid: one head per lr of --linear_lrs, the best on val is reported; label: one head for --label;
+#              tasks: a head and a task token per task of --tasks (default: every label type), batches split evenly
+#   mae        the MAE ViT-B finetuning recipe: layer-wise lr decay, drop path, RandAugment + random erasing, mixup /
+#              cutmix, label smoothing
+#   cached     the frozen encoder's mean-pooled features are extracted once, from unaugmented images
+#   blr        the base lr when --blr is 0 (lr = blr · batch / 256); None: the grid's lrs are absolute
+COLUMNS = ("encoder", "predictor", "head", "heads", "mae", "cached", "blr")
+PROTOCOLS = {name: dict(zip(COLUMNS, row)) for name, row in {
+    #              encoder    predictor  head         heads    mae    cached  blr
+    "linear":     ("frozen",  None,      "linear",    "grid",  False, True,   None),  # Table 8
+    "attentive":  ("frozen",  None,      "attentive", "label", False, False,  1e-3),  # Table 8
+    "predictor":  ("frozen",  0.1,       "attentive", "label", False, False,  1e-3),  # Table 4: frozen enc + predictor
+    "encoder":    ("trained", None,      "pooled",    "label", True,  False,  5e-4),  # Table 4: encoder finetuning
+    "end_to_end": ("trained", 0.1,       "attentive", "label", True,  False,  5e-4),  # Table 4: end to end
+    "multitask":  ("frozen",  0.1,       "attentive", "tasks", False, False,  1e-3),  # Table 7
+}.items()}
 ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond")
 CONFIG = dict(
     protocol="linear", ckpt="", init="checkpoint", predictor_init="pretrained",  # init: checkpoint | random
@@ -49,12 +56,11 @@ CONFIG = dict(
     model="micro", img_size=32, patch_size=8, pred_depth=2, pred_width=64, cond="none",
     data="shapes", data_root="", label="", tasks="", crop_scale=(0.08, 1.0), workers=0,
     train_images=5000, val_images=1000,  # evenly spaced subsets for a CPU quick start; 0: the whole split
-    # optimisation: lr = blr · batch / 256 (blr 0: 5e-4 for encoder / end_to_end (MAE), 1e-3 for the probes);
-    # the linear probe trains one head per absolute lr of linear_lrs instead; steps > 0 stops early (resumable)
+    # optimisation: lr = blr · batch / 256 (blr 0: the table's); steps > 0 stops early (resumable)
     epochs=10, steps=0, batch_size=64, blr=0.0, linear_lrs=(1e-3, 3e-3, 1e-2), warmup_epochs=1, weight_decay=0.05,
-    # MAE finetuning recipe (encoder, end_to_end)
+    # the MAE finetuning recipe (the table's mae column)
     layer_decay=0.65, drop_path=0.1, smoothing=0.1, mixup=0.8, cutmix=1.0, randaug=9, reprob=0.25,
-    baseline=False, device="auto", dtype="auto", seed=0, out_dir="runs/finetune", resume=False,
+    device="auto", dtype="auto", seed=0, out_dir="runs/finetune", resume=False,
     log_every=20, eval_every=1,  # eval_every: epochs (the final step is always evaluated)
 )
 RESUME_KEYS = ARCH_KEYS + ("protocol", "label", "tasks", "data", "batch_size", "epochs", "linear_lrs", "init",
@@ -109,9 +115,9 @@ def pooled_head(dim, num_classes):
 
 class Classifier(nn.Module):
     """The trained part of every protocol: [encoder] → [predictor: all positions, null action, task token] →
-    [mean pool] → heads. Its input is images when the encoder is trained, the frozen target encoder's tokens
-    otherwise, pooled features for the linear probe. `task`: None (every head on every row), an int (that task's
-    token and head on every row) or a LongTensor [B] (row-wise tasks; head t sees only the rows of task t)."""
+    [mean pool] → heads. Its input is images when the encoder is trained, else the frozen target encoder's tokens
+    or its cached pooled features. `task`: None (every head on every row, each with its own task's token), an int
+    (that task's token and head on every row) or a LongTensor [B] (row-wise tasks; head t sees only task t's rows)."""
     def __init__(self, heads, encoder=None, predictor=None, num_tasks=1, pool=False):
         super().__init__()
         self.encoder, self.predictor, self.heads, self.pool = encoder, predictor, nn.ModuleList(heads), pool
@@ -121,6 +127,8 @@ class Classifier(nn.Module):
             nn.init.trunc_normal_(self.task_token, std=0.02, a=-0.04, b=0.04)
 
     def forward(self, x, task=None):
+        if task is None and self.task_token is not None:  # one predictor pass per task token
+            return [self(x, t)[0] for t in range(len(self.heads))]
         z = self.encoder(x) if self.encoder is not None else x
         if self.predictor is not None:  # masks None: every position is context and every position is predicted
             tok = None if self.task_token is None else self.task_token[task]
@@ -145,9 +153,10 @@ def epoch_batches(n, batch, rank, world, seed, epoch, start):
 
 
 def load_models(cfg):
-    """(target encoder, predictor, predictor is pretrained). Ours: the architecture comes from the checkpoint's
-    config; official I-JEPA files (no config): from the flags. --init random: fresh weights (the baseline)."""
-    ck = None
+    """(target encoder, predictor, the protocol's predictor is the pretrained one). Ours: the architecture comes
+    from the checkpoint's config; official I-JEPA files (no config): from the flags. --init random: fresh weights
+    (the baseline)."""
+    spec, ck = PROTOCOLS[cfg["protocol"]], None
     if cfg["init"] == "checkpoint":
         if not cfg["ckpt"]:
             raise ValueError("--ckpt PATH is required (or --init random for the random-init baseline)")
@@ -155,32 +164,38 @@ def load_models(cfg):
         if not isinstance(ck, dict) or "target_encoder" not in ck:
             raise ValueError(f"{cfg['ckpt']} has no 'target_encoder' weights (not a train.py / I-JEPA checkpoint)")
         cfg.update({k: ck["config"][k] for k in ARCH_KEYS if k in ck.get("config", {})})
-    encoder, predictor = M.build_models(dict(cfg, drop_path=cfg["drop_path"] if cfg["protocol"] in FINETUNE else 0.0))
-    pretrained = ck is not None and cfg["predictor_init"] == "pretrained"
+    encoder, predictor = M.build_models(dict(cfg, drop_path=cfg["drop_path"] if spec["mae"] else 0.0))
+    pretrained = ck is not None and cfg["predictor_init"] == "pretrained" and spec["predictor"] is not None
     if ck is not None:  # the EMA target encoder: the one I-JEPA and IWM evaluate
         M.load_state(encoder, ck["target_encoder"], name=f"{cfg['ckpt']}:target_encoder")
-        if pretrained and cfg["protocol"] in ("predictor", "end_to_end", "multitask"):
+        if pretrained:
             if "predictor" not in ck:
                 raise ValueError(f"{cfg['ckpt']} has no 'predictor' weights; use --predictor_init random")
             M.load_state(predictor, ck["predictor"], M.conditioning_keys(predictor), f"{cfg['ckpt']}:predictor")
     return encoder, predictor, pretrained
 
 
-def label_index(ds, name):
-    names = list(ds.label_names)
-    if name and name not in names:
-        raise ValueError(f"--label/--tasks {name!r} is not a label of this dataset; choose from {names}")
-    return names.index(name) if name else 0
+def task_labels(cfg, ds):
+    """The label index of every task: --label, or where the protocol has a head per task --tasks (default: every
+    label type of the dataset)."""
+    names = [cfg["label"]]
+    if PROTOCOLS[cfg["protocol"]]["heads"] == "tasks":
+        names = cfg["tasks"].split(",") if cfg["tasks"] else list(ds.label_names)
+    known = list(ds.label_names)
+    for name in names:
+        if name and name not in known:
+            raise ValueError(f"--label/--tasks {name!r} is not a label of this dataset; choose from {known}")
+    return [known.index(name) if name else 0 for name in names]
 
 
 def build_data(cfg):
     """Train split (crop + flip; the MAE protocols add RandAugment, and normalise before random erasing as MAE
     does, so their images arrive as normalised floats) and val split (resize + centre crop)."""
-    size, proto = cfg["img_size"], cfg["protocol"]
+    size, spec = cfg["img_size"], PROTOCOLS[cfg["protocol"]]
     tf = data.train_transform(size, cfg["crop_scale"])
-    if proto == "linear":  # features are extracted once, from unaugmented images
+    if spec["cached"]:  # features are extracted once, from unaugmented images
         tf = data.eval_transform(size)
-    elif proto in FINETUNE:
+    elif spec["mae"]:
         tf = v2.Compose([tf, v2.RandAugment(num_ops=2, magnitude=cfg["randaug"]), v2.ToDtype(torch.float32, scale=True),
                          v2.Normalize(augment.MEAN, augment.STD), v2.RandomErasing(p=cfg["reprob"], value="random")])
     train, val = (subset(data.build_dataset(cfg["data"], cfg["data_root"] or None, split, transform=t, size=size), n)
@@ -212,7 +227,7 @@ def loader(ds, batches, workers, device):
 
 @torch.no_grad()
 def extract(encoder, ds, cfg, rank, world, device, amp):
-    """Mean-pooled frozen-encoder features and labels of this rank's share of ds (linear probe)."""
+    """Mean-pooled frozen-encoder features and labels of this rank's share of ds (the cached protocols)."""
     idx = list(range(rank, len(ds), world))
     feats, labels = [], []
     for imgs, y in loader(ds, [idx[i:i + cfg["batch_size"]] for i in range(0, len(idx), cfg["batch_size"])],
@@ -224,11 +239,11 @@ def extract(encoder, ds, cfg, rank, world, device, amp):
 
 
 def make_batches(cfg, encoder, train_ds, val_ds, rank, world, device, amp):
-    """(steps per epoch, batches(epoch, first step) → iterator of this rank's (x, labels), val batches()). Linear
-    probe: cached features; otherwise normalised images (data.EpochIndexed: augmentations are a function of epoch and index)."""
+    """(steps per epoch, batches(epoch, first step) → iterator of this rank's (x, labels), val batches()). Cached
+    features, or normalised images (data.EpochIndexed: augmentations are a function of epoch and index)."""
     bs, local = cfg["batch_size"], cfg["batch_size"] // world
     spe = len(train_ds) // bs  # from the global size, so every rank runs the same number of steps
-    if cfg["protocol"] == "linear":
+    if PROTOCOLS[cfg["protocol"]]["cached"]:
         tr_x, tr_y = extract(encoder, train_ds, cfg, rank, world, device, amp)
         va_x, va_y = extract(encoder, val_ds, cfg, rank, world, device, amp)
         def batches(epoch, start):
@@ -247,42 +262,79 @@ def make_batches(cfg, encoder, train_ds, val_ds, rank, world, device, amp):
 
 
 def build(cfg, encoder, predictor, pretrained, num_classes, label_ids):
-    """The Classifier of the protocol and the per-parameter lr factor (layer decay, predictor lr/10)."""
-    D, heads, proto = encoder.embed_dim, encoder.num_heads, cfg["protocol"]
-    if proto == "linear":
-        clf = Classifier([nn.Sequential(nn.BatchNorm1d(D, affine=False), nn.Linear(D, num_classes[label_ids[0]]))
-                          for _ in cfg["linear_lrs"]])
-    elif proto == "encoder":
-        clf = Classifier([pooled_head(D, num_classes[label_ids[0]])], encoder=encoder, pool=True)
-    else:
-        clf = Classifier([AttentiveHead(D, heads, num_classes[i]) for i in label_ids],
-                         encoder=encoder if proto == "end_to_end" else None,
-                         predictor=None if proto == "attentive" else predictor, num_tasks=len(label_ids))
-    pred_scale = 0.1 if pretrained else 1.0
-    L = len(encoder.blocks)
+    """The Classifier of the protocol and the per-parameter lr factor (layer decay, predictor lr/10, lr grid)."""
+    spec, lrs, D = PROTOCOLS[cfg["protocol"]], cfg["linear_lrs"], encoder.embed_dim
+    head = {"linear": lambda C: nn.Sequential(nn.BatchNorm1d(D, affine=False), nn.Linear(D, C)),
+            "attentive": lambda C: AttentiveHead(D, encoder.num_heads, C), "pooled": lambda C: pooled_head(D, C)}
+    copies = len(lrs) if spec["heads"] == "grid" else 1  # the grid: one head per lr, all on the same label
+    clf = Classifier([head[spec["head"]](num_classes[i]) for i in label_ids for _ in range(copies)],
+                     encoder=encoder if spec["encoder"] == "trained" else None, num_tasks=len(label_ids),
+                     predictor=None if spec["predictor"] is None else predictor, pool=spec["head"] == "pooled")
+    pred_scale, L = spec["predictor"] if pretrained else 1.0, len(encoder.blocks)
 
     def scale(name):
         if name.startswith("encoder."):
             return layer_decay_scale(name[len("encoder."):], L, cfg["layer_decay"])
         if name.startswith("predictor."):
             return pred_scale
-        if proto == "linear":  # heads.{i}: the i-th lr of the grid (the schedule's peak is then 1)
-            return cfg["linear_lrs"][int(name.split(".")[1])]
+        if copies > 1:  # heads.{i}: the i-th lr of the grid (the schedule's peak is then 1)
+            return lrs[int(name.split(".")[1])]
         return 1.0  # heads and task tokens: layer L+1 (decay^0)
     return clf, scale
 
 
+def objective(cfg, net, encoder, label_ids, names, num_classes, device, autocast):
+    """(loss(x, labels), outputs(x, labels) → {metric suffix: (logits, targets)}) of the protocol."""
+    spec, clf = PROTOCOLS[cfg["protocol"]], net.module if isinstance(net, DDP) else net
+    C, lab, mix, smooth = num_classes[label_ids[0]], torch.tensor(label_ids, device=device), None, 0.0
+    if spec["mae"]:  # mixup or cutmix, chosen 50/50 per batch, and label smoothing
+        smooth = cfg["smoothing"]
+        if cfg["mixup"] > 0 or cfg["cutmix"] > 0:
+            mix = v2.RandomChoice([v2.MixUp(alpha=cfg["mixup"], num_classes=C) if cfg["mixup"] > 0 else v2.Identity(),
+                                   v2.CutMix(alpha=cfg["cutmix"], num_classes=C) if cfg["cutmix"] > 0 else
+                                   v2.Identity()])
+    keys = ([f"_lr{lr:g}" for lr in cfg["linear_lrs"]] if spec["heads"] == "grid" else
+            [f"_{nm}" for nm in names] if spec["heads"] == "tasks" else [""])
+    cols = label_ids * (len(keys) // len(label_ids))  # the label each head predicts
+    column = lambda labels, i: labels[:, i] if labels.ndim == 2 else labels  # 1-D: one-label datasets
+
+    def features(x):  # a frozen encoder is outside the trained model, and cached features are its output already
+        if spec["encoder"] == "trained" or spec["cached"]:
+            return x
+        with torch.no_grad():
+            return encoder(x)
+
+    def loss_fn(x, labels):
+        if spec["heads"] == "tasks":  # the batch is split evenly across tasks; each head sees its own rows
+            task = torch.arange(len(x), device=device) * len(label_ids) // len(x)
+            y = labels.gather(1, lab[task][:, None])[:, 0]
+            return sum(F.cross_entropy(o.float(), y[task == t]) for t, o in enumerate(net(features(x), task)))
+        y = column(labels, label_ids[0])
+        if mix is not None:  # soft targets, then label smoothing on them (timm's mixup + smoothing)
+            x, y = mix(x, y)
+            y = y if y.is_floating_point() else F.one_hot(y, C).float()  # when mixup or cutmix is switched off
+            y = y * (1 - smooth) + smooth / C
+            return sum(torch.sum(-y * F.log_softmax(o.float(), 1), 1).mean() for o in net(features(x)))
+        return sum(F.cross_entropy(o.float(), y, label_smoothing=smooth) for o in net(features(x)))
+
+    def outputs(x, labels):
+        with autocast():
+            outs = clf(features(x))
+        return {k: (o, column(labels, c)) for k, o, c in zip(keys, outs, cols)}
+    return loss_fn, outputs
+
+
 @torch.no_grad()
-def evaluate(clf, batches, outputs, num_classes, device, world):
+def evaluate(clf, batches, outputs, device, world):
     """Top-1 (and top-5 where there are more than 5 classes) of every output over the val split, summed over
     ranks. outputs(x, y) → {suffix: (logits, targets)}."""
     clf.eval()
-    stats = {}
+    stats, classes = {}, {}
     for x, y in batches:
         for key, (logits, target) in outputs(x, y).items():
             top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices == target[:, None]
             s = torch.stack([top[:, 0].sum(), top.any(1).sum(), torch.tensor(len(target), device=device)]).double()
-            stats[key] = stats.get(key, 0) + s
+            stats[key], classes[key] = stats.get(key, 0) + s, logits.shape[1]
     clf.train()
     res = {}
     for key, s in stats.items():
@@ -290,87 +342,59 @@ def evaluate(clf, batches, outputs, num_classes, device, world):
             dist.all_reduce(s)
         c1, c5, n = s.tolist()
         res[f"top1{key}"] = 100 * c1 / n
-        if num_classes[key] > 5:
+        if classes[key] > 5:
             res[f"top5{key}"] = 100 * c5 / n
     return res
 
 
+def headline(metrics, cfg, names):
+    """top1 (top5) of the protocol: the lr of the grid that is best on val, the mean over tasks, or the one head."""
+    heads, lrs = PROTOCOLS[cfg["protocol"]]["heads"], cfg["linear_lrs"]
+    if heads == "grid":
+        best = max(lrs, key=lambda lr: metrics[f"top1_lr{lr:g}"])
+        metrics.update(top1=metrics[f"top1_lr{best:g}"], best_lr=best)
+        if f"top5_lr{best:g}" in metrics:
+            metrics["top5"] = metrics[f"top5_lr{best:g}"]
+    if heads == "tasks":
+        metrics["top1"] = sum(metrics[f"top1_{nm}"] for nm in names) / len(names)
+    return metrics
+
+
+def resume(path, cfg, clf, opt, scaler):
+    """Load a run's model, optimizer and scaler state; returns its step."""
+    ck = common.load_checkpoint(path)
+    diff = common.config_diff(ck["config"], cfg, RESUME_KEYS)
+    if diff:
+        raise ValueError(f"{path} was trained with another config: {'; '.join(diff)}")
+    clf.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["opt"])
+    scaler.load_state_dict(ck["scaler"])
+    return ck["step"]
+
+
 def run(cfg, rank, world, device):
     """Train and evaluate one protocol; returns the final val metrics (same on every rank)."""
-    proto, main_rank = cfg["protocol"], rank == 0
+    spec, main_rank = PROTOCOLS[cfg["protocol"]], rank == 0
     torch.manual_seed(cfg["seed"])  # heads, tokens and random-init models: the same on every rank
     amp = common.autocast_dtype(device, cfg["dtype"])
+    autocast = lambda: torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
     encoder, predictor, pretrained = load_models(cfg)
     train_ds, val_ds = build_data(cfg)
-    names = cfg["tasks"].split(",") if proto == "multitask" and cfg["tasks"] else None
-    names = names or (list(train_ds.label_names) if proto == "multitask" else [cfg["label"]])
-    label_ids = [label_index(train_ds, n) for n in names]
+    label_ids, num_classes = task_labels(cfg, train_ds), list(train_ds.num_classes)
     names = [train_ds.label_names[i] for i in label_ids]
-    num_classes = list(train_ds.num_classes)
     clf, scale = build(cfg, encoder, predictor, pretrained, num_classes, label_ids)
     encoder.to(device)
     clf.to(device)
-    frozen = None if proto in FINETUNE else encoder
-    if frozen is not None:  # frozen means frozen: no grad, eval mode (no drop path), never in the optimizer
-        frozen.eval().requires_grad_(False)
-    groups = common.param_groups({"": clf}, cfg["weight_decay"], scale)
-    peak = 1.0 if proto == "linear" else (cfg["blr"] or (5e-4 if proto in FINETUNE else 1e-3)) * cfg["batch_size"] / 256
-    opt = common.make_adamw(groups, peak, device=device)
+    if spec["encoder"] == "frozen":  # frozen means frozen: no grad, eval mode (no drop path), never in the optimizer
+        encoder.eval().requires_grad_(False)
+    peak = (cfg["blr"] or spec["blr"]) * cfg["batch_size"] / 256 if spec["blr"] else 1.0  # grid: absolute lrs
+    opt = common.make_adamw(common.param_groups({"": clf}, cfg["weight_decay"], scale), peak, device=device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    step, path = 0, os.path.join(cfg["out_dir"], "latest.pt")
-    if cfg["resume"]:
-        ck = common.load_checkpoint(path)
-        diff = common.config_diff(ck["config"], cfg, RESUME_KEYS)
-        if diff:
-            raise ValueError(f"{path} was trained with another config: {'; '.join(diff)}")
-        clf.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        scaler.load_state_dict(ck["scaler"])
-        step = ck["step"]
+    path = os.path.join(cfg["out_dir"], "latest.pt")
+    step = resume(path, cfg, clf, opt, scaler) if cfg["resume"] else 0
     net = DDP(clf, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else clf
-    autocast = lambda: torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
-
     spe, batches, val_batches = make_batches(cfg, encoder, train_ds, val_ds, rank, world, device, amp)
-    lab = torch.tensor(label_ids, device=device)
-    C = num_classes[label_ids[0]]
-    mix = None
-    if proto in FINETUNE and (cfg["mixup"] > 0 or cfg["cutmix"] > 0):  # MAE: mixup or cutmix, chosen 50/50
-        mix = v2.RandomChoice([v2.MixUp(alpha=cfg["mixup"], num_classes=C) if cfg["mixup"] > 0 else v2.Identity(),
-                               v2.CutMix(alpha=cfg["cutmix"], num_classes=C) if cfg["cutmix"] > 0 else v2.Identity()])
-
-    def tokens(x):
-        if frozen is None or proto == "linear":
-            return x
-        with torch.no_grad():
-            return frozen(x)
-
-    def loss_fn(x, labels):
-        if proto == "multitask":  # the batch is split evenly across tasks; each head sees its own rows
-            task = torch.arange(len(x), device=device) * len(names) // len(x)
-            y = labels.gather(1, lab[task][:, None])[:, 0]
-            return sum(F.cross_entropy(o.float(), y[task == t]) for t, o in enumerate(net(tokens(x), task)))
-        y = labels[:, label_ids[0]] if labels.ndim == 2 else labels
-        if mix is not None:  # soft targets, then label smoothing on them (timm's mixup + smoothing)
-            x, y = mix(x, y)
-            y = y if y.is_floating_point() else F.one_hot(y, C).float()  # when mixup or cutmix is switched off
-            y = y * (1 - cfg["smoothing"]) + cfg["smoothing"] / C
-            return sum(torch.sum(-y * F.log_softmax(o.float(), 1), 1).mean() for o in net(tokens(x)))
-        smooth = cfg["smoothing"] if proto in FINETUNE else 0.0
-        return sum(F.cross_entropy(o.float(), y, label_smoothing=smooth) for o in net(tokens(x)))
-
-    def outputs(x, labels):
-        y = labels[:, label_ids[0]] if labels.ndim == 2 else labels
-        with autocast():
-            if proto == "linear":
-                return {f"_lr{lr:g}": (o, y) for lr, o in zip(cfg["linear_lrs"], clf(x))}
-            if proto == "multitask":
-                z = tokens(x)
-                return {f"_{nm}": (clf(z, t)[0], labels[:, label_ids[t]])
-                        for t, nm in enumerate(names)}
-            return {"": (clf(tokens(x))[0], y)}
-    out_names = ([f"_lr{lr:g}" for lr in cfg["linear_lrs"]] if proto == "linear" else
-                 [f"_{nm}" for nm in names] if proto == "multitask" else [""])
-    out_classes = {k: num_classes[label_ids[i if proto == "multitask" else 0]] for i, k in enumerate(out_names)}
+    loss_fn, outputs = objective(cfg, net, encoder, label_ids, names, num_classes, device, autocast)
 
     total = cfg["epochs"] * spe  # the schedule spans all epochs; --steps only stops early (resume continues)
     warmup, stop = min(cfg["warmup_epochs"] * spe, total), min(cfg["steps"] or total, total)
@@ -378,13 +402,13 @@ def run(cfg, rank, world, device):
     if main_rank:
         os.makedirs(cfg["out_dir"], exist_ok=True)
         src = "random init" if cfg["init"] == "random" else f"{cfg['ckpt']}: target encoder" + (
-            ", predictor" if pretrained and proto in ("predictor", "end_to_end", "multitask") else "")
-        print(f"{proto}: from {src}; {M.count_params(clf) / 1e6:.2f}M trained params, labels {names}, "
+            ", predictor" if pretrained else "")
+        print(f"{cfg['protocol']}: from {src}; {M.count_params(clf) / 1e6:.2f}M trained params, labels {names}, "
               f"{len(train_ds)} train / {len(val_ds)} val images (--train_images/--val_images 0: whole split), "
               f"{world} process(es) on {device}, {total} steps ({spe}/epoch), peak lr {peak:g}", flush=True)
     clf.train()
     metrics = {}
-    bar = tqdm(total=stop, initial=step, disable=not main_rank, dynamic_ncols=True, desc=proto)
+    bar = tqdm(total=stop, initial=step, disable=not main_rank, dynamic_ncols=True, desc=cfg["protocol"])
     while step < stop:
         for x, labels in batches(*divmod(step, spe)):
             torch.manual_seed((cfg["seed"] * 1_000_003 + step) * 1009 + rank)  # mixup, drop path: f(step), exact resume
@@ -406,7 +430,7 @@ def run(cfg, rank, world, device):
                 log.write(step=step, epoch=step / spe, loss=loss_v, lr=lr)
             epoch_end = step % spe == 0
             if step == stop or (epoch_end and (step // spe) % cfg["eval_every"] == 0):
-                metrics = evaluate(clf, val_batches(), outputs, out_classes, device, world)
+                metrics = evaluate(clf, val_batches(), outputs, device, world)
                 log.write(step=step, **metrics)
             if main_rank and (epoch_end or step == stop):
                 common.save_atomic({"model": clf.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(),
@@ -415,48 +439,43 @@ def run(cfg, rank, world, device):
                 break
     bar.close()
     if not metrics:  # resumed at the end: evaluate the loaded model
-        metrics = evaluate(clf, val_batches(), outputs, out_classes, device, world)
-    if proto == "linear":  # val-selected lr grid
-        best = max(cfg["linear_lrs"], key=lambda lr: metrics[f"top1_lr{lr:g}"])
-        metrics.update(top1=metrics[f"top1_lr{best:g}"], best_lr=best)
-        if f"top5_lr{best:g}" in metrics:
-            metrics["top5"] = metrics[f"top5_lr{best:g}"]
-    if proto == "multitask":
-        metrics["top1"] = sum(metrics[f"top1_{nm}"] for nm in names) / len(names)
+        metrics = evaluate(clf, val_batches(), outputs, device, world)
+    metrics = headline(metrics, cfg, names)
     metrics["step"] = step
     log.write(final=True, **metrics)
     return metrics
 
 
-def main(argv=None):
-    cfg = common.parse_config(CONFIG, argv, "finetune.py", __doc__)
+def setup(argv=None, prog="finetune.py", doc=None, defaults=CONFIG):
+    """Parse and check the config, join torchrun's process group: (cfg, rank, world, device). --help shows doc, by
+    default this module's docstring and the table."""
+    table = "\n".join(f"  {name:11s}" + " ".join(f"{k}={v}" for k, v in row.items()) for name, row in PROTOCOLS.items())
+    cfg = common.parse_config(defaults, argv, prog, doc or f"{__doc__}\nprotocols:\n{table}")
     checks = {"protocol": PROTOCOLS, "init": ("checkpoint", "random"), "predictor_init": ("pretrained", "random")}
     for key, allowed in checks.items():
         if cfg[key] not in allowed:
-            common.fail("finetune.py", f"--{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
+            common.fail(prog, f"--{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
     rank, world, device = common.setup_distributed()
-    device = common.pick_device(cfg["device"], device)
     if cfg["batch_size"] % world or cfg["epochs"] < 1 or cfg["eval_every"] < 1 or cfg["log_every"] < 1:
-        common.fail("finetune.py", f"--batch_size must divide by the world size {world}; --epochs, --eval_every and "
-                                   "--log_every must be >= 1")
+        common.fail(prog, f"--batch_size must divide by the world size {world}; --epochs, --eval_every and "
+                          "--log_every must be >= 1")
+    return cfg, rank, world, common.pick_device(cfg["device"], device)
+
+
+def main(argv=None):
+    cfg, rank, world, device = setup(argv)
     try:
         metrics = run(dict(cfg), rank, world, device)
-        if cfg["protocol"] == "multitask" and cfg["baseline"]:  # one single-task predictor per task, same budget
-            for nm in [k[len("top1_"):] for k in list(metrics) if k.startswith("top1_")]:
-                sub = dict(cfg, protocol="predictor", label=nm, out_dir=os.path.join(cfg["out_dir"], f"single_{nm}"))
-                sub["resume"] = cfg["resume"] and os.path.isfile(os.path.join(sub["out_dir"], "latest.pt"))
-                metrics[f"single_top1_{nm}"] = run(sub, rank, world, device)["top1"]
-            singles = [v for k, v in metrics.items() if k.startswith("single_top1_")]
-            metrics["single_top1"] = sum(singles) / len(singles)
     except (ValueError, FileNotFoundError) as e:
         common.fail("finetune.py", e)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     if rank == 0:
-        extra = {k: round(v, 2) for k, v in metrics.items() if k.startswith(("top1_", "single_top1"))}
+        extra = {k: round(v, 2) for k, v in metrics.items() if k.startswith("top1_")}
         if extra:
-            print(("val-selected lr grid: " if cfg["protocol"] == "linear" else "") + str(extra), flush=True)
+            print(("val-selected lr grid: " if PROTOCOLS[cfg["protocol"]]["heads"] == "grid" else "") + str(extra),
+                  flush=True)
         print(f"{cfg['protocol']} top1 {metrics['top1']:.2f}", flush=True)
     return metrics
 

@@ -1,10 +1,14 @@
 """finetune.py (IWM §5 protocols and the probes) on a micro ViT and the built-in Shapes data at 32 px, on CPU."""
+import importlib.util
+import pathlib
+
 import pytest
 import torch
 
 import finetune
 import model as M
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARCH = dict(model="micro", img_size=32, patch_size=8, pred_depth=1, pred_width=64, cond="feature")
 
 
@@ -115,14 +119,78 @@ def test_encoder_finetuning_resumes_exactly_from_the_target_encoder(ckpt, tmp_pa
     assert 0 < moved.abs().max() < 0.005  # trained, starting from the target encoder (the online one is 0.01 away)
 
 
-def test_end_to_end_and_multitask_with_baseline_run(ckpt, tmp_path, capsys):
+def test_end_to_end_and_multitask_run(ckpt, tmp_path, capsys):
     m = run(ckpt, tmp_path / "e2e", "end_to_end", "--steps", "2")
     assert m["step"] == 2 and "top5" in m  # 6 colours: top-5 reported
-    m = run(ckpt, tmp_path / "mt", "multitask", "--tasks", "shape,count", "--steps", "2", "--baseline", "true")
-    assert {"top1_shape", "top1_count", "single_top1_shape", "single_top1_count"} <= m.keys()
+    m = run(ckpt, tmp_path / "mt", "multitask", "--tasks", "shape,count", "--steps", "2")
+    assert {"top1_shape", "top1_count"} <= m.keys()
     assert m["top1"] == pytest.approx((m["top1_shape"] + m["top1_count"]) / 2)
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"multitask top1 {m['top1']:.2f}"
     assert torch.load(tmp_path / "mt" / "latest.pt")["model"]["task_token"].shape[0] == 2
+
+
+def test_multitask_baseline_script_adds_one_single_task_predictor_per_task(ckpt, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("multitask_baseline", ROOT / "scripts" / "multitask_baseline.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    flags = ["--ckpt", str(ckpt), "--tasks", "shape,count", "--batch_size", "32", "--train_images", "64",
+             "--val_images", "32", "--steps", "1", "--out_dir", str(tmp_path)]
+    m = script.main(flags)
+    alone = finetune.main(["--protocol", "predictor", "--label", "count", *flags, "--out_dir", str(tmp_path / "p")])
+    assert m["single_top1_count"] == alone["top1"]  # the same run as finetune.py --protocol predictor
+    assert m["single_top1"] == pytest.approx((m["single_top1_shape"] + m["single_top1_count"]) / 2)
+    assert m["top1"] == pytest.approx((m["top1_shape"] + m["top1_count"]) / 2)
+    assert (tmp_path / "single_shape" / "latest.pt").is_file()
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == f"predictor top1 {alone['top1']:.2f}" and f"multitask top1 {m['top1']:.2f}" in out
+
+
+@pytest.mark.parametrize("protocol,flags", [(p, []) for p in finetune.PROTOCOLS] +
+                         [("predictor", ["--predictor_init", "random"])])
+def test_each_protocol_does_what_its_table_row_says(ckpt, tmp_path, monkeypatch, protocol, flags):
+    """One step at the peak lr (no warmup): the encoder moves iff the row trains it, the predictor iff the row uses
+    it, at the row's lr factor when pretrained; the head, the head count, the MAE recipe, the feature cache and the
+    base lr are the row's."""
+    row, got = finetune.PROTOCOLS[protocol], {}
+    load, build, make_adamw, extract = (finetune.load_models, finetune.build, finetune.common.make_adamw,
+                                        finetune.extract)
+
+    def spy_load(cfg):
+        out = load(cfg)
+        got["models"], got["before"] = out, [{k: v.clone() for k, v in m.state_dict().items()} for m in out[:2]]
+        return out
+    monkeypatch.setattr(finetune, "load_models", spy_load)
+    monkeypatch.setattr(finetune, "build", lambda *a: got.setdefault("clf", build(*a)))
+    monkeypatch.setattr(finetune.common, "make_adamw", lambda *a, **k: got.setdefault("opt", make_adamw(*a, **k)))
+    monkeypatch.setattr(finetune, "extract", lambda *a: got.setdefault("extracted", []).append(1) or extract(*a))
+    run(ckpt, tmp_path, protocol, "--steps", "1", "--warmup_epochs", "0", "--batch_size", "16", "--train_images",
+        "32", "--val_images", "16", *flags)
+    (encoder, predictor, pretrained), (clf, scale) = got["models"], got["clf"]
+    moved = [any(not torch.equal(v, before[k]) for k, v in m.state_dict().items())
+             for m, before in zip((encoder, predictor), got["before"])]
+    assert moved[0] == (row["encoder"] == "trained") == (clf.encoder is encoder)
+    if row["encoder"] == "frozen":
+        assert_frozen(ckpt, encoder)
+    assert moved[1] == (row["predictor"] is not None) == (clf.predictor is predictor)
+    assert pretrained == (row["predictor"] is not None and not flags)
+
+    lr = {id(p): g["lr"] for g in got["opt"].param_groups for p in g["params"]}
+    head_lr = [lr[id(h[-1].weight if isinstance(h, torch.nn.Sequential) else h.linear.weight)] for h in clf.heads]
+    lrs = finetune.CONFIG["linear_lrs"]
+    assert head_lr == pytest.approx(list(lrs) if row["heads"] == "grid" else [row["blr"] * 16 / 256] * len(head_lr))
+    if row["predictor"] is not None:
+        assert row["predictor"] == 0.1  # §5: a pretrained predictor gets 1/10 of the lr, a random one all of it
+        factor = row["predictor"] if pretrained else 1.0
+        assert lr[id(predictor.predictor_embed.weight)] == pytest.approx(factor * head_lr[0])
+    if row["encoder"] == "trained":  # layer-wise lr decay: the first block learns slower than the last
+        assert lr[id(encoder.blocks[0].attn.qkv.weight)] < lr[id(encoder.blocks[-1].attn.qkv.weight)] < head_lr[0]
+
+    kind = {"linear": torch.nn.BatchNorm1d, "attentive": finetune.AttentiveHead, "pooled": torch.nn.LayerNorm}
+    assert all(isinstance(h if row["head"] == "attentive" else h[0], kind[row["head"]]) for h in clf.heads)
+    assert clf.pool == (row["head"] == "pooled")
+    assert len(clf.heads) == {"grid": len(lrs), "label": 1, "tasks": 3}[row["heads"]]  # Shapes: shape, colour, count
+    assert (max(b.drop_path.p for b in encoder.blocks) > 0) == row["mae"]
+    assert bool(got.get("extracted")) == row["cached"]
 
 
 def test_bad_input_is_a_one_line_error(ckpt, tmp_path, capsys):

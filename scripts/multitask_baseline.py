@@ -1,0 +1,50 @@
+"""The multitask comparison of IWM §5 (arXiv 2403.00504, Table 7): finetune.py's multitask predictor, then one
+single-task predictor per task (`--protocol predictor --label TASK`) with the same steps, batch and lr, each in
+OUT_DIR/single_TASK. Takes finetune.py's keys (--protocol is multitask); prints the per-task top-1 of both, then
+`multitask top1 <mean over tasks>` like finetune.py. --resume true resumes every run that has a checkpoint.
+
+    python scripts/multitask_baseline.py --ckpt runs/quickstart/latest.pt --tasks shape,color,count --epochs 5
+"""
+import os
+import sys
+
+import torch.distributed as dist
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: E402
+import finetune  # noqa: E402
+
+PROG = "scripts/multitask_baseline.py"
+
+
+def compare(cfg, rank, world, device):
+    """The multitask run's metrics plus single_top1_TASK per task and their mean single_top1."""
+    metrics = finetune.run(dict(cfg), rank, world, device)
+    names = [k[len("top1_"):] for k in list(metrics) if k.startswith("top1_")]
+    for name in names:
+        sub = dict(cfg, protocol="predictor", label=name, out_dir=os.path.join(cfg["out_dir"], f"single_{name}"))
+        sub["resume"] = cfg["resume"] and os.path.isfile(os.path.join(sub["out_dir"], "latest.pt"))
+        metrics[f"single_top1_{name}"] = finetune.run(sub, rank, world, device)["top1"]
+    metrics["single_top1"] = sum(metrics[f"single_top1_{name}"] for name in names) / len(names)
+    return metrics
+
+
+def main(argv=None):
+    cfg, rank, world, device = finetune.setup(argv, PROG, __doc__, dict(finetune.CONFIG, protocol="multitask"))
+    if cfg["protocol"] != "multitask":
+        common.fail(PROG, f"--protocol must be multitask, got {cfg['protocol']!r}")
+    try:
+        metrics = compare(cfg, rank, world, device)
+    except (ValueError, FileNotFoundError) as e:
+        common.fail(PROG, e)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if rank == 0:
+        print({k: round(v, 2) for k, v in metrics.items() if k.startswith(("top1_", "single_top1"))}, flush=True)
+        print(f"multitask top1 {metrics['top1']:.2f}", flush=True)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
