@@ -5,6 +5,7 @@
 Prints ms/step and images/s of the whole step (no syncs inside), then a per-stage breakdown measured in a second,
 synchronised pass (augment, masks, target fwd, context fwd/bwd, predictor fwd/bwd, optimizer, EMA), peak memory,
 model FLOPs per image and, on GPU, MFU against the assumed bf16 peak. `batch_size` is per device here.
+main() also returns these figures as a dict (scripts/gpu_check.sh tabulates them).
 """
 import time
 
@@ -65,7 +66,7 @@ def staged_step(cfg, nets, run, opt, imgs, step, amp, times):
         clock[0] = now
     ctx, tgt, src_p, tgt_p = train.step_randomness(cfg, step, imgs.shape[0], nets[0].grid, dev)
     lap("masks + params")
-    x, y, action = train.views(imgs, src_p, tgt_p, augment.PRESETS[cfg["augment"]])
+    x, y, action = train.views(imgs, src_p, tgt_p, augment.PRESETS[cfg["augment"]], cfg["action"])
     lap("augment")
     with torch.autocast(**auto):
         h_all, h = train.targets(run[2], y, tgt)
@@ -100,10 +101,11 @@ def main(argv=None):
     nets, run, opt = setup(cfg, device)
     B, S = cfg["batch_size"], cfg["img_size"]
     imgs = torch.randint(0, 256, (B, 3, S, S), dtype=torch.uint8, device=device)
-    print(f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, threads "
-          f"{torch.get_num_threads()}, torch {torch.__version__}, {cfg['model']}/{cfg['patch_size']} at {S}px, "
-          f"predictor {cfg['pred_depth']}x{cfg['pred_width']}, cond {cfg['cond']}, method {cfg['method']}, "
-          f"batch {B}, dtype {amp or torch.float32}, compile {cfg['compile']}, one_pass {cfg['one_pass']}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name}, threads {torch.get_num_threads()}, torch {torch.__version__}, "
+          f"{cfg['model']}/{cfg['patch_size']} at {S}px, predictor {cfg['pred_depth']}x{cfg['pred_width']}, "
+          f"cond {cfg['cond']}, method {cfg['method']}, batch {B}, dtype {amp or torch.float32}, "
+          f"compile {cfg['compile']}, one_pass {cfg['one_pass']}")
     for i in range(cfg["warmup"]):
         full_step(cfg, nets, run, opt, imgs, i, amp)
     sync(device)
@@ -127,13 +129,17 @@ def main(argv=None):
     for k, v in times.items():
         print(f"  {k:<15} {v / cfg['steps'] * 1e3:8.2f} ms  {100 * v / total:5.1f}%")
     print(f"model FLOPs per image {flops / 1e9:.2f} GFLOP (fwd+bwd)")
+    out = {"device": name, "batch_size": B, "ms_per_step": dt * 1e3, "img_per_s": B / dt,
+           "gflop_per_image": flops / 1e9, "peak_mem_gib": mem, "mib_per_image": None, "mfu": None,
+           "stages_ms": {k: v / cfg["steps"] * 1e3 for k, v in times.items()}}
     if mem is not None:
-        print(f"peak memory {mem:.2f} GiB, {mem / B * 1024:.1f} MiB per image")
-        peak = peak_tflops(torch.cuda.get_device_name(device))
+        out["mib_per_image"] = mem / B * 1024
+        print(f"peak memory {mem:.2f} GiB, {out['mib_per_image']:.1f} MiB per image")
+        peak = peak_tflops(name)
         if peak:
-            print(f"MFU {100 * flops * B / dt / (peak * 1e12):.1f}% (assumed bf16 dense peak {peak} TFLOPS)")
-    return {"ms_per_step": dt * 1e3, "img_per_s": B / dt, "stages_ms": {k: v / cfg["steps"] * 1e3 for k, v in
-                                                                        times.items()}}
+            out["mfu"] = flops * B / dt / (peak * 1e12)
+            print(f"MFU {100 * out['mfu']:.1f}% (assumed bf16 dense peak {peak} TFLOPS)")
+    return out
 
 
 if __name__ == "__main__":
