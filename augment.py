@@ -12,6 +12,7 @@ being shared by x and y, never enters a_{x→y}. The photometric part here is ba
 (it is float work on every pixel, twice per image). Any batch size works, so B = 1 inside a worker works too.
 Each op equals torchvision.transforms.v2.functional's on float images (tests/test_augment.py).
 """
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -135,28 +136,102 @@ def kernel_size_for(side, frac):
 CPU_CHUNK = 16  # images per pass on CPU: fresh 100-MB temporaries of a whole 224-px batch cost more than the maths
 
 
+def _host_any(t, pred=None):
+    """True if some entry of t (or of pred(t)) is set. Read only where that is free, on a CPU tensor; a tensor
+    on an accelerator counts as "set" without being read, since reading it would sync the host every step."""
+    if t.device.type != "cpu":
+        return True
+    return bool((pred(t) if pred else t).any())
+
+
+def _needed_ops(p):
+    """Which ops some image of the batch needs, as Python bools (all True for parameters on an accelerator).
+    Brightness, contrast and saturation at factor 1 are exact identities on [0, 1] images (x·1, 1·x + 0·m,
+    clamp), so a component whose factor is 1 for every image is skipped. Hue is not: shift 0 is the identity
+    only to ~1e-6 (RGB → HSV → RGB round trip), so it runs wherever some image is jittered."""
+    jit = _host_any(p["jitter"])
+    need = {"jitter": jit}
+    for name in ("brightness", "contrast", "saturation"):
+        need[name] = jit and _host_any(p[name], lambda f: f != 1)
+    for name in DESTRUCTIVE:
+        need[name] = _host_any(p[name])
+    return need
+
+
 def apply_params(images, p, cfg=IWM):
     """images float [B, 3, H, W] in [0, 1] → the view defined by p: jitter in the fixed order brightness, contrast,
-    saturation, hue (so the parameters define the image), then grayscale, blur, solarize where flagged. Every op
-    runs on the whole batch and torch.where picks per sample: no host sync, no data-dependent shapes. On CPU the
-    batch goes through in chunks of CPU_CHUNK (same result, ~4x faster at 224 px, batch 256)."""
+    saturation, hue (so the parameters define the image), then grayscale, blur, solarize where flagged. Each op
+    runs on the whole batch and torch.where picks per sample: no data-dependent shapes. An op that no image needs
+    is skipped (I-JEPA mode: all of them), which is decided from p only where p lives on the CPU; parameters on
+    an accelerator run every op, as reading them would be a host sync. So a caller on GPU may pass the CPU
+    parameters (drawn there anyway) to get the skips: they are copied to the images' device without a sync.
+    The result is bit-identical either way, and always a new tensor. On CPU the batch goes through in chunks
+    of CPU_CHUNK (same result, ~4x faster at 224 px, batch 256)."""
     if images.device.type == "cpu" and len(images) > CPU_CHUNK:
         return torch.cat([apply_params(images[i:i + CPU_CHUNK], {k: v[i:i + CPU_CHUNK] for k, v in p.items()}, cfg)
                           for i in range(0, len(images), CPU_CHUNK)])
+    need = _needed_ops(p)  # before the copy below, while the flags are still host memory if they were
+    p = {k: v.to(images.device, non_blocking=v.device.type == "cpu") for k, v in p.items()}
+    return _apply_needed(images, p, cfg, need)
+
+
+def _apply_needed(images, p, cfg, need):
+    """apply_params' ops, each only where need says some image needs it; with every need True this is the
+    plain select-everything path. Skipping is exact: torch.where with an all-False flag returns its `old`."""
     sel = lambda flag, new, old: torch.where(flag.view(-1, 1, 1, 1), new, old)
-    x = adjust_brightness(images, p["brightness"])
-    x = adjust_contrast(x, p["contrast"])
-    x = adjust_saturation(x, p["saturation"])
-    x = sel(p["jitter"], adjust_hue(x, p["hue"]), images)
-    x = sel(p["grayscale"], grayscale(x).expand_as(x), x)
-    k = kernel_size_for(min(x.shape[-2:]), cfg.blur_kernel_frac)  # constants come from cfg: no host sync
-    x = sel(p["blur"], gaussian_blur(x, p["sigma"], k), x)
-    return sel(p["solarize"], solarize(x, cfg.solarize_threshold), x)
+    x = images
+    if need["jitter"]:
+        if need["brightness"]:
+            x = adjust_brightness(x, p["brightness"])
+        if need["contrast"]:
+            x = adjust_contrast(x, p["contrast"])
+        if need["saturation"]:
+            x = adjust_saturation(x, p["saturation"])
+        x = sel(p["jitter"], adjust_hue(x, p["hue"]), images)
+    if need["grayscale"]:
+        x = sel(p["grayscale"], grayscale(x).expand_as(x), x)
+    if need["blur"]:
+        k = kernel_size_for(min(x.shape[-2:]), cfg.blur_kernel_frac)  # constants come from cfg: no host sync
+        x = sel(p["blur"], gaussian_blur(x, p["sigma"], k), x)
+    if need["solarize"]:
+        x = sel(p["solarize"], solarize(x, cfg.solarize_threshold), x)
+    return images.clone() if x is images else x  # never hand back the input (callers may write to the views)
 
 
-def action_from_params(src, tgt):
-    """a_{x→y} [B, 7]: target − source for the 4 jitter numbers, then the source's destructive flags."""
-    jit = [tgt[k] - src[k] for k in JITTER]
+ENCODINGS = ("log_std", "raw")  # how a_{x→y} is written (train.py --action)
+
+
+def action_scale(cfg):
+    """Std of each log-ratio jitter component of a_{x→y} when both views are jittered, from the jitter strengths
+    alone (so a training preset and the MRR bank built from it give the same scale): brightness, contrast and
+    saturation factors are uniform on [1 − s, 1 + s], so log(f_y) − log(f_x) has variance 2·Var(log U), computed
+    on a fine grid; the hue shift is uniform on [−h, h], so the difference has std h·sqrt(2/3). A disabled
+    component gets scale 1."""
+    u = (torch.arange(4096, dtype=torch.float64) + 0.5) / 4096
+    out = []
+    for name in ("brightness", "contrast", "saturation"):
+        s = getattr(cfg, name)
+        lo = max(1.0 - s, LOG_FLOOR)
+        out.append(math.sqrt(2.0) * torch.log(lo + u * (1.0 + s - lo)).std().item() if s > 0 else 1.0)
+    out.append(cfg.hue * math.sqrt(2.0 / 3.0) if cfg.hue > 0 else 1.0)
+    return out
+
+
+LOG_FLOOR = 0.05  # factors are clamped here before the log: a factor of 0 (strength 1) would give −inf
+
+
+def action_from_params(src, tgt, cfg=IWM, encoding="log_std"):
+    """a_{x→y} [B, 7]: 4 jitter numbers, then the source's destructive flags (0/1).
+    "log_std" (our choice, the paper is silent): log(target factor / source factor) for brightness, contrast and
+    saturation, the hue shift difference, each divided by its std under cfg (action_scale). Log-ratios make the
+    action a function of the image change (0.6 → 1.0 and 1.0 → 1.4 differ), and unit scale lets every component
+    reach the predictor as strongly as the flags do. "raw": target − source of the raw numbers."""
+    if encoding == "raw":
+        jit = [tgt[k] - src[k] for k in JITTER]
+    else:
+        log = lambda p, k: torch.log(p[k].clamp(min=LOG_FLOOR))
+        jit = [(log(tgt, k) - log(src, k)) / c for k, c in zip(JITTER[:3], action_scale(cfg))]
+        jit.append((tgt["hue"] - src["hue"]) / action_scale(cfg)[3])
     return torch.stack(jit + [src[k].float() for k in DESTRUCTIVE], dim=1).float()
 
 
@@ -170,7 +245,8 @@ def make_views(images, cfg=IWM, generator=None):
     img = to_float(images)
     src = sample_params(len(img), cfg, destructive=True, generator=generator, device=img.device)
     tgt = sample_params(len(img), cfg, destructive=False, generator=generator, device=img.device)
-    return apply_params(img, src, cfg), apply_params(img, tgt, cfg), action_from_params(src, tgt), {"source": src, "target": tgt}
+    x, y = apply_params(img, src, cfg), apply_params(img, tgt, cfg)
+    return x, y, action_from_params(src, tgt, cfg), {"source": src, "target": tgt}
 
 
 def normalize(x):

@@ -38,6 +38,17 @@ DEFAULTS = dict(
     model="", img_size=0, patch_size=0, pred_depth=0, pred_width=0,
     device="auto",  # autocast: bf16 (fp16 where unsupported) on CUDA, fp32 elsewhere (common.autocast_dtype)
 )
+# effective rank (token_stats) below which the target tokens count as collapsed: runs collapsed onto brightness read
+# 1.2-1.7, a random init 12.5 (micro ViT, Shapes); 4 is about their geometric mean, far from both
+COLLAPSE_RANK = 4.0
+def collapse_warning(stats):
+    """One line when token_stats says the target tokens have collapsed, else None."""
+    if stats["rank"] >= COLLAPSE_RANK:
+        return None
+    return (f"target tokens collapsed to effective rank {stats['rank']:.1f} (< {COLLAPSE_RANK:g}); variance by "
+            f"image {stats['var_image']:.2f}, by position {stats['var_position']:.2f}")
+
+
 SOURCES = ("clean", "grayscale", "blur", "solarize")
 COMPONENTS = ("brightness", "contrast", "saturation", "hue")
 
@@ -113,23 +124,53 @@ def _views(clean, params, aug_cfg):
     return augment.apply_params(clean.expand(n, -1, -1, -1), params, aug_cfg)
 
 
-def _reciprocal_ranks(encoder, predictor, clean, bank_lat, src_params, bank_params, aug_cfg, chunk, null_action):
-    """1/rank of each bank entry of one image, for one source view (src_params of length 1): [K]."""
+def _reciprocal_ranks(encoder, predictor, clean, bank_lat, src_params, bank_params, aug_cfg, chunk, null_action,
+                      encoding):
+    """For one image and one source view (src_params of length 1): 1/rank of each bank entry [K], the world
+    model's error (mean distance of p_k to its own b_k) and the bank's spread (mean distance between two
+    different bank latents). Spread ≪ error means the encoder does not see the change (an encoder failure);
+    spread ≫ error with a low MRR means the predictor does not apply it (a world-model failure)."""
     K = bank_lat.shape[0]
-    action = augment.action_from_params(_take(src_params, [0] * K), bank_params)  # a_{x→b_k}, [K, 7]
+    action = augment.action_from_params(_take(src_params, [0] * K), bank_params, aug_cfg, encoding)  # a_{x→b_k}
     if null_action:  # control: an equivariant model loses its advantage and falls toward chance
         action = torch.zeros_like(action)
     pred = predict(encoder, predictor, _views(clean, src_params, aug_cfg), action, chunk)
-    return 1.0 / ranks_from_distances(distances(pred, bank_lat)).double()
+    d = distances(pred, bank_lat)
+    spread = distances(bank_lat, bank_lat).sum() / (K * (K - 1))  # the diagonal is 0
+    return 1.0 / ranks_from_distances(d).double(), d.diagonal().mean(), spread
+
+
+@torch.no_grad()
+def token_stats(tokens):
+    """Health of a representation from tokens [B, N, D] (layer-normed target tokens; B images, N positions):
+    - "rank": effective rank exp(H(λ/Σλ)) of the centred [B·N, D] tokens, λ the variances of their principal
+      components: 1 when every token lies on one line (dimensional collapse), D for isotropic tokens. We take the
+      variances (σ²), not RankMe's σ, so a dominant direction counts fully: a brightness-collapsed run, whose first
+      component holds 88% of the variance, reads 1.7 (RankMe: 9.5); a random micro ViT reads 12.5;
+    - "var_image", "var_position", "var_residual": shares of the token variance explained by the image
+      (per-image mean token), by the position (per-position mean over images) and the rest (two-way ANOVA,
+      the three sum to 1). A random ViT is mostly position; a representation collapsed onto a global image
+      statistic (brightness) is all image and no position."""
+    h = tokens.double()
+    h = h - h.mean(dim=(0, 1))
+    img, pos = h.mean(1, keepdim=True), h.mean(0, keepdim=True)
+    total = h.square().sum(-1).mean()
+    shares = [img.square().sum(-1).mean(), pos.square().sum(-1).mean(), (h - img - pos).square().sum(-1).mean()]
+    lam = torch.linalg.svdvals(h.flatten(0, 1)).square()
+    p = lam / lam.sum() + 1e-12
+    out = {"rank": torch.exp(-(p * p.log()).sum()).item()}
+    out.update({k: (v / total).item() for k, v in zip(("var_image", "var_position", "var_residual"), shares)})
+    return out
 
 
 @torch.no_grad()
 def mrr_score(encoder, target_encoder, predictor, images, aug_cfg, *, bank_size=256, sources=("clean",),
-              components=False, null_action=False, generator=None, chunk=64):
+              components=False, null_action=False, generator=None, chunk=64, encoding="log_std"):
     """World-model MRR (IWM §4) of `images` (uint8 or float in [0, 1], [N, 3, H, W], on the models' device).
     Returns "mrr" (mean over sources and images), "mrr_ci" (95% CI half-width over images), "mrr/<name>" and
     "mrr_ci/<name>" per source and, with components=True, per jitter component (a bank where only that component
-    varies, clean source), and "chance" (the MRR of a uniformly random rank). The models are used as they are
+    varies, clean source), "error/<name>" and "spread/<name>" (see _reciprocal_ranks) for each of them, and
+    "chance" (the MRR of a uniformly random rank). The models are used as they are
     (the caller puts them in eval mode); `generator` (default: seed 0) drives every random draw."""
     images = augment.to_float(images)
     N, K, device = images.shape[0], bank_size, images.device
@@ -143,16 +184,18 @@ def mrr_score(encoder, target_encoder, predictor, images, aug_cfg, *, bank_size=
         clean_p = _sample(N, source_config(aug_cfg, "clean"), True, g, device)
         for c in COMPONENTS:
             banks[c], src[c] = _sample(N * K, bank_config(aug_cfg, c), False, g, device), {c: clean_p}
-    per_image = {}  # result name -> list over images of the image's mean reciprocal rank
+    per_image, extra = {}, {}  # result name -> list over images of the image's mean reciprocal rank / error, spread
     for i in range(N):  # one image at a time bounds memory at K latents (ViT-H/14: K·256·1280 floats)
         clean = images[i:i + 1]
         for b, params in banks.items():
             bp = _take(params, slice(i * K, (i + 1) * K))
             lat = target_latents(target_encoder, _views(clean, bp, aug_cfg), chunk)  # once, shared by sources
             for name, sp in src[b].items():
-                rr = _reciprocal_ranks(encoder, predictor, clean, lat, _take(sp, slice(i, i + 1)), bp, aug_cfg,
-                                       chunk, null_action)
+                rr, err, spread = _reciprocal_ranks(encoder, predictor, clean, lat, _take(sp, slice(i, i + 1)), bp,
+                                                    aug_cfg, chunk, null_action, encoding)
                 per_image.setdefault(name, []).append(rr.mean().cpu())
+                extra.setdefault(f"error/{name}", []).append(err.cpu())
+                extra.setdefault(f"spread/{name}", []).append(spread.cpu())
     per_image = {k: torch.stack(v) for k, v in per_image.items()}
     by_image = torch.stack([per_image[s] for s in sources]).mean(0)  # [N]: each image's MRR over the sources
     ci = lambda v: 1.96 * v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan")  # normal approx.
@@ -160,12 +203,13 @@ def mrr_score(encoder, target_encoder, predictor, images, aug_cfg, *, bank_size=
            "chance": sum(1.0 / r for r in range(1, K + 1)) / K}  # E[1/rank], rank uniform on 1..K
     for k, v in per_image.items():
         out[f"mrr/{k}"], out[f"mrr_ci/{k}"] = v.mean().item(), ci(v)
+    out.update({k: torch.stack(v).mean().item() for k, v in extra.items()})
     return out
 
 
 @torch.no_grad()
 def nearest_neighbour_grid(encoder, target_encoder, predictor, images, aug_cfg, path, *, bank_size=64,
-                           source="clean", topk=5, generator=None, chunk=64):
+                           source="clean", topk=5, generator=None, chunk=64, encoding="log_std"):
     """Figure 1 of the paper: one row per image, [source view, requested target b_k, then the `topk` bank images
     nearest to the prediction p_k, nearest first]; k is drawn at random. Saves a PNG and returns its path."""
     images = augment.to_float(images)
@@ -181,7 +225,8 @@ def nearest_neighbour_grid(encoder, target_encoder, predictor, images, aug_cfg, 
         clean, bp, sp = images[i:i + 1], _take(bank_p, slice(i * K, (i + 1) * K)), _take(src_p, slice(i, i + 1))
         bank, source_view = _views(clean, bp, aug_cfg), _views(clean, sp, aug_cfg)
         lat = target_latents(target_encoder, bank, chunk)
-        pred = predict(encoder, predictor, source_view, augment.action_from_params(sp, _take(bp, [k])), chunk)
+        action = augment.action_from_params(sp, _take(bp, [k]), aug_cfg, encoding)
+        pred = predict(encoder, predictor, source_view, action, chunk)
         nearest = distances(pred, lat)[0].topk(topk, largest=False).indices  # smallest distance first
         rows.append(torch.cat([source_view, bank[k:k + 1], bank[nearest]]))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -278,18 +323,25 @@ def main(argv=None):
     nets = [m.to(device).eval() for m in build_nets(ckpt, run, cfg["ckpt"], prog)]
     images, aug = images.to(device), augment.PRESETS[name]
     gen = lambda: torch.Generator().manual_seed(cfg["seed"])  # the same banks for every call below
-    kw = dict(bank_size=cfg["bank"], chunk=cfg["chunk"])
+    kw = dict(bank_size=cfg["bank"], chunk=cfg["chunk"], encoding=run.get("action", "raw"))  # "raw": older runs
     res = mrr_score(*nets, images, aug, sources=SOURCES, components=True, generator=gen(), **kw)
     null = mrr_score(*nets, images, aug, null_action=True, generator=gen(), **kw)
     print(f"{cfg['ckpt']}: {run['model']} {run['img_size']}px/{run['patch_size']}, predictor {run['pred_depth']}x"
           f"{run['pred_width']} cond {run['cond']}; {what} images, bank {cfg['bank']} ({name})")
     print(f"MRR over sources {res['mrr']:.4f} ± {res['mrr_ci']:.4f} (95% CI over images), chance {res['chance']:.4f}")
+    print("  (error: distance of a prediction to its own bank latent; spread: between two bank latents)")
     for k in SOURCES + COMPONENTS:
-        print(f"  {'source' if k in SOURCES else 'jitter'} {k:<10} {res['mrr/' + k]:.4f} ± {res['mrr_ci/' + k]:.4f}")
+        print(f"  {'source' if k in SOURCES else 'jitter'} {k:<10} {res['mrr/' + k]:.4f} ± {res['mrr_ci/' + k]:.4f}"
+              f"   error {res['error/' + k]:.3g}  spread {res['spread/' + k]:.3g}")
+    stats = token_stats(target_latents(nets[1], augment.to_float(images), cfg["chunk"]))
+    print(f"target tokens: effective rank {stats['rank']:.1f}, variance by image {stats['var_image']:.2f} / "
+          f"position {stats['var_position']:.2f} / residual {stats['var_residual']:.2f}")
+    if collapse_warning(stats):
+        print(f"  warning: {collapse_warning(stats)}")
     print(f"  null action (clean) {null['mrr']:.4f}  (an equivariant model drops toward chance)")
     if cfg["png"]:
-        path = nearest_neighbour_grid(*nets, images[:cfg["png_images"]], aug, cfg["png"], bank_size=cfg["bank"],
-                                      topk=min(5, cfg["bank"]), generator=gen(), chunk=cfg["chunk"])
+        path = nearest_neighbour_grid(*nets, images[:cfg["png_images"]], aug, cfg["png"], topk=min(5, cfg["bank"]),
+                                      generator=gen(), **kw)
         print(f"nearest-neighbour grid (source, target, top-5): {path}")
     print(f"MRR {res['mrr/clean']:.4f}")
     return res

@@ -29,6 +29,7 @@ import common
 import data
 import masks as masking
 import model as M
+from evaluate_mrr import collapse_warning, token_stats
 
 CONFIG = dict(
     # data: the shared random-resized crop + flip I' happens per sample in the loader workers (data.py)
@@ -37,13 +38,15 @@ CONFIG = dict(
     model="base", pred_depth=18, pred_width=384, cond="feature",  # cond: none | sequence | feature
     # method: iwm | ijepa (no photometric transforms, no action) | cjepa (ijepa + VICReg terms)
     method="iwm", augment="iwm", loss="l2",  # augment: iwm | jitter | strong (augment.PRESETS); loss: l2 | smooth_l1
+    action="log_std",  # how a_{x→y} is written: log_std (log-ratios at unit std, our choice) | raw (differences)
     # masks (I-JEPA multiblock); one_pass predicts all target blocks in one predictor sequence (speed option)
     num_targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5), context_scale=(0.85, 1.0), min_keep=10,
     one_pass=False,
     # optimisation (I-JEPA App. A.1): global batch, lr warm-up + cosine, wd cosine, EMA momentum linear
-    batch_size=2048, accum=1, epochs=300, max_steps=0, warmup_epochs=15, lr=1e-3, start_lr=1e-4, final_lr=1e-6,
+    batch_size=2048, accum=1, epochs=300, max_steps=0, warmup_epochs=15.0, lr=1e-3, start_lr=1e-4, final_lr=1e-6,
     weight_decay=0.04, final_weight_decay=0.4, ema=(0.996, 1.0),
-    vicreg=(25.0, 25.0, 1.0), vicreg_weight=0.001,  # C-JEPA: weight · (sim, var, cov) coefficients
+    # VICReg terms (C-JEPA): weight · (sim, var, cov); weight 0 = off, except cjepa, which uses its paper's 0.001
+    vicreg=(25.0, 25.0, 1.0), vicreg_weight=0.0,
     # system
     device="auto", dtype="auto", compile=False, grad_ckpt=False, seed=0,
     out_dir="runs/iwm", log_every=50, save_every=1, keep_every=50,  # save_every / keep_every: epochs
@@ -51,7 +54,8 @@ CONFIG = dict(
     resume="", init="",  # resume: a checkpoint path or "latest" (out_dir/latest.pt); init: I-JEPA/our weights
 )
 # keys that define what a checkpoint is; a resume that changes one of them is refused
-ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond", "method", "augment", "loss")
+ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond", "method", "augment", "loss",
+             "action")
 
 
 class StepSampler(torch.utils.data.Sampler):
@@ -103,11 +107,11 @@ def vicreg_terms(z, p, h):
     return sim, var, off.pow(2).sum() / z.shape[1]
 
 
-def views(imgs, src_p, tgt_p, aug):
+def views(imgs, src_p, tgt_p, aug, encoding):
     """uint8 crops [B, 3, H, W] → source x, target y (float, [0, 1]) and the action a_{x→y} [B, 7] (IWM §3)."""
     images = imgs.float().div_(255)
     return augment.apply_params(images, src_p, aug), augment.apply_params(images, tgt_p, aug), \
-        augment.action_from_params(src_p, tgt_p)
+        augment.action_from_params(src_p, tgt_p, aug, encoding)
 
 
 @torch.no_grad()
@@ -122,7 +126,7 @@ def loss_terms(cfg, z, p, h):
     """Squared L2 (IWM) or smooth L1 (official I-JEPA code) on the targets; plus the C-JEPA VICReg terms."""
     p = p.float()
     loss = F.mse_loss(p, h) if cfg["loss"] == "l2" else F.smooth_l1_loss(p, h)
-    if cfg["method"] == "cjepa":
+    if cfg["vicreg_weight"] > 0:  # C-JEPA, or IWM with C-JEPA's anti-collapse terms
         B, D = z.shape[0], h.shape[-1]
         pool = lambda t: t.reshape(-1, B, t.shape[1], D).mean(dim=(0, 2))  # [n·B, K, D] → per image [B, D]
         sim, var, cov = vicreg_terms(z.float().mean(1), pool(p), pool(h))
@@ -134,12 +138,12 @@ def loss_terms(cfg, z, p, h):
 def jepa_loss(cfg, nets, imgs, ctx, tgt, src_p, tgt_p, amp):
     """The loss of one micro-batch: imgs uint8 crops [B, 3, H, W]; masks and view parameters for these rows."""
     encoder, predictor, target_encoder = nets
-    x, y, action = views(imgs, src_p, tgt_p, augment.PRESETS[cfg["augment"]])
+    x, y, action = views(imgs, src_p, tgt_p, augment.PRESETS[cfg["augment"]], cfg["action"])
     with torch.autocast(imgs.device.type, dtype=amp or torch.float32, enabled=amp is not None):
         h_all, h = targets(target_encoder, y, tgt)
         z = encoder(augment.normalize(x), ctx)
         p = predictor(z, ctx, tgt, action, one_pass=cfg["one_pass"])
-    stats = {"target_std": h_all.float().mean(1).std(0).mean()}  # collapse shows as std → 0
+    stats = {"target_tokens": h_all.detach()}  # their health (token_stats) is logged at log steps
     return loss_terms(cfg, z, p, h), stats
 
 
@@ -149,33 +153,37 @@ def rows_of(tree, sl):
     return [m[sl] for m in tree]
 
 
-def ridge_probe(enc, train_imgs, train_y, val_imgs, val_y, amp, lam=1e-2):
-    """Cheap online probe: closed-form ridge regression on mean-pooled frozen features (a health signal while
-    training, not the paper's protocol — finetune.py has those)."""
-    feats = []
-    with torch.no_grad(), torch.autocast(train_imgs.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        for imgs in (train_imgs, val_imgs):
-            feats.append(torch.cat([enc(augment.normalize(b.float() / 255)).float().mean(1) for b in imgs.split(256)]))
-    mu, sd = feats[0].mean(0), feats[0].std(0) + 1e-6
-    X, V = [(torch.cat([(f - mu) / sd, torch.ones_like(f[:, :1])], 1)).double() for f in feats]
+def ridge_probe(train_feats, train_y, val_feats, val_y, lam=1e-2):
+    """Cheap online probe: closed-form ridge regression on mean-pooled frozen features, one label column of
+    train_y / val_y [n, T] (a health signal while training, not the paper's protocol: finetune.py has those)."""
+    mu, sd = train_feats.mean(0), train_feats.std(0) + 1e-6
+    X, V = [(torch.cat([(f - mu) / sd, torch.ones_like(f[:, :1])], 1)).double() for f in (train_feats, val_feats)]
     Y = F.one_hot(train_y, int(max(train_y.max(), val_y.max())) + 1).double()
     W = torch.linalg.solve(X.T @ X + lam * len(X) * torch.eye(X.shape[1], dtype=X.dtype, device=X.device), X.T @ Y)
     return ((V @ W).argmax(1) == val_y).float().mean().item()
 
 
-def evaluate(cfg, nets, eval_set, amp):
-    """World-model MRR on a fixed set (evaluate_mrr.py) and the online probe; rank 0 only."""
-    from evaluate_mrr import mrr_score
+def evaluate(cfg, nets, eval_set, amp, label_names):
+    """Rank 0 only: the world model's MRR on a fixed set (evaluate_mrr.py), the target tokens' health
+    (effective rank, variance by image / position: evaluate_mrr.token_stats) and a ridge probe per label."""
+    from evaluate_mrr import mrr_score, target_latents
     encoder, predictor, target_encoder = nets
     for m in nets:
         m.eval()
     aug = augment.PRESETS["strong" if cfg["augment"] == "strong" else "iwm"]  # I-JEPA has no jitter to invert
     res = mrr_score(encoder, target_encoder, predictor, eval_set["mrr"], aug, bank_size=cfg["eval_bank"],
-                    generator=torch.Generator().manual_seed(0))
-    probe = ridge_probe(target_encoder, *eval_set["probe"], amp)
+                    generator=torch.Generator().manual_seed(0), encoding=cfg["action"])
+    out = {"mrr": res["mrr"], "mrr_chance": res["chance"]}
+    (tr_x, tr_y), (va_x, va_y) = eval_set["probe"]
+    with torch.no_grad(), torch.autocast(tr_x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        tr_f, va_f = [torch.cat([target_encoder(augment.normalize(b.float() / 255)).float().mean(1)
+                                 for b in x.split(256)]) for x in (tr_x, va_x)]
+    out.update(token_stats(target_latents(target_encoder, va_x[:256].float() / 255, 64)))
+    for t, name in enumerate(label_names):
+        out[f"probe/{name}"] = ridge_probe(tr_f, tr_y[:, t], va_f, va_y[:, t])
     for m in (encoder, predictor):
         m.train()
-    return {"mrr": res["mrr"], "mrr_chance": res["chance"], "probe_acc": probe}
+    return out
 
 
 def fixed_eval_set(cfg, device):
@@ -186,9 +194,10 @@ def fixed_eval_set(cfg, device):
     def take(ds, n):
         idx = torch.linspace(0, len(ds) - 1, min(n, len(ds))).long().tolist()  # spread over the classes
         items = [ds[i] for i in idx]
-        return torch.stack([x for x, _ in items]).to(device), torch.stack([y[0] for _, y in items]).to(device)
+        return torch.stack([x for x, _ in items]).to(device), torch.stack([y for _, y in items]).to(device)
     n = cfg["probe_images"]
-    return {"mrr": take(val, cfg["eval_images"])[0], "probe": (*take(train, n), *take(val, n // 2))}
+    return {"mrr": take(val, cfg["eval_images"])[0], "probe": (take(train, n), take(val, n // 2)),
+            "labels": val.label_names}
 
 
 def main(argv=None):
@@ -197,8 +206,14 @@ def main(argv=None):
         common.fail("train.py", f"--method must be iwm, ijepa or cjepa, got {cfg['method']!r}")
     if cfg["method"] != "iwm":  # I-JEPA / C-JEPA: masking only, so there is no action to condition on
         cfg.update(augment="ijepa", cond="none")
-    if cfg["augment"] not in augment.PRESETS or cfg["loss"] not in ("l2", "smooth_l1"):
-        common.fail("train.py", f"--augment must be one of {sorted(augment.PRESETS)} and --loss l2 or smooth_l1")
+    if cfg["method"] == "ijepa" and cfg["vicreg_weight"] > 0:
+        common.fail("train.py", "I-JEPA has no VICReg terms: use --method cjepa (or --vicreg_weight 0)")
+    if cfg["method"] == "cjepa" and not cfg["vicreg_weight"]:
+        cfg["vicreg_weight"] = 0.001  # C-JEPA's weight (arXiv 2410.19560)
+    if cfg["augment"] not in augment.PRESETS or cfg["loss"] not in ("l2", "smooth_l1") \
+            or cfg["action"] not in augment.ENCODINGS:
+        common.fail("train.py", f"--augment must be one of {sorted(augment.PRESETS)}, --loss l2 or smooth_l1, "
+                                f"--action one of {augment.ENCODINGS}")
     rank, world, device = common.setup_distributed()
     device = common.pick_device(cfg["device"], device)
     if cfg["batch_size"] % (world * cfg["accum"]):
@@ -244,7 +259,7 @@ def train(cfg, rank, world, device, encoder, predictor, ds):
         collate_fn=lambda items: torch.stack([x for x, _ in items]))  # labels are not used in pretraining
     ipe = sampler.steps
     total = cfg["epochs"] * ipe  # schedules span all epochs; max_steps only stops early (then resume continues)
-    warmup = min(cfg["warmup_epochs"] * ipe, total)
+    warmup = min(round(cfg["warmup_epochs"] * ipe), total)  # fractional epochs allowed
     stop_at = min(cfg["max_steps"] or total, total)
 
     step, os_ckpt = 0, os.path.join(cfg["out_dir"], "latest.pt")
@@ -354,11 +369,14 @@ def train(cfg, rank, world, device, encoder, predictor, ds):
                 steps_logged = n_img // cfg["batch_size"]
                 last = {"step": step, "epoch": step / ipe, "loss": loss_sum.item() / steps_logged, "lr": lr, "wd": wd,
                         "momentum": m,
-                        "grad_norm": gnorm.item(), "target_std": stats["target_std"].item(),
-                        "img_per_s": n_img / dt, "data_wait": wait / dt, "peak_mem_gb": _peak_mem(device)}
-                if last["target_std"] < 1e-3:
-                    print(f"warning: target features collapsed (std {last['target_std']:.2e})", flush=True)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{last['img_per_s']:.0f}")
+                        "grad_norm": gnorm.item(), "img_per_s": n_img / dt, "data_wait": wait / dt,
+                        "peak_mem_gb": _peak_mem(device)}
+                h = stats["target_tokens"].float()
+                last.update(token_stats(F.layer_norm(h, h.shape[-1:])))
+                if collapse_warning(last):
+                    bar.write(f"warning: step {step}: {collapse_warning(last)}. Lower --lr or raise --warmup_epochs.")
+                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}", rank=f"{last['rank']:.1f}",
+                                pos=f"{last['var_position']:.2f}", img_s=f"{last['img_per_s']:.0f}")
                 log.write(**last)
                 t_log, wait, n_img = time.perf_counter(), 0.0, 0
                 loss_sum.zero_()
@@ -366,10 +384,11 @@ def train(cfg, rank, world, device, encoder, predictor, ds):
             save_now = (epoch_end and (step // ipe) % cfg["save_every"] == 0) or step == stop_at or stop["flag"]
             if main_rank and eval_set is not None and (
                     (cfg["eval_every"] and step % cfg["eval_every"] == 0) or (not cfg["eval_every"] and save_now)):
-                result = evaluate(cfg, nets, eval_set, amp)
+                result = evaluate(cfg, nets, eval_set, amp, eval_set["labels"])
                 log.write(step=step, **result)
-                bar.write(f"step {step}: MRR {result['mrr']:.3f} (chance {result['mrr_chance']:.3f}), "
-                          f"probe acc {result['probe_acc']:.3f}")
+                probes = ", ".join(f"{k[6:]} {v:.2f}" for k, v in result.items() if k.startswith("probe/"))
+                bar.write(f"step {step}: MRR {result['mrr']:.3f} (chance {result['mrr_chance']:.3f}), target rank "
+                          f"{result['rank']:.1f}, variance by position {result['var_position']:.2f}; probe {probes}")
             if main_rank and save_now:
                 save(epoch_end)
     bar.close()

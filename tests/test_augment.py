@@ -1,4 +1,7 @@
 """augment.py: batched photometric ops equal torchvision's, the action layout, determinism, probabilities."""
+import dataclasses
+import math
+
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -66,10 +69,29 @@ def test_action_layout():
     tgt = {"brightness": torch.tensor([0.8]), "contrast": torch.tensor([1.1]), "saturation": torch.tensor([1.3]),
            "hue": torch.tensor([-0.02]), "grayscale": torch.tensor([False]), "blur": torch.tensor([False]),
            "solarize": torch.tensor([False])}
-    a = A.action_from_params(src, tgt)
+    a = A.action_from_params(src, tgt, encoding="raw")
     assert a.shape == (1, 7) and A.ACTION_NAMES[4] == "grayscale"
     assert torch.allclose(a, torch.tensor([[-0.4, 0.2, 0.3, -0.07, 1.0, 0.0, 1.0]]), atol=1e-6)
-    assert torch.equal(A.action_from_params(tgt, tgt), torch.zeros(1, 7))  # same params → null action
+    s = A.action_scale(A.IWM)
+    expect = [math.log(0.8 / 1.2) / s[0], math.log(1.1 / 0.9) / s[1], math.log(1.3) / s[2], -0.07 / s[3], 1, 0, 1]
+    assert torch.allclose(A.action_from_params(src, tgt), torch.tensor([expect]), atol=1e-5)
+    for enc in A.ENCODINGS:  # same params → null action
+        assert torch.equal(A.action_from_params(tgt, tgt, encoding=enc), torch.zeros(1, 7))
+
+
+def test_log_std_action_has_unit_std_and_tells_equal_differences_apart():
+    g = torch.Generator().manual_seed(0)
+    for name in ("iwm", "strong"):
+        cfg = dataclasses.replace(A.PRESETS[name], jitter_p=1.0)
+        a = A.action_from_params(A.sample_params(20000, cfg, destructive=True, generator=g),
+                                 A.sample_params(20000, cfg, destructive=False, generator=g), cfg)
+        assert torch.allclose(a[:, :4].std(0), torch.ones(4), atol=0.03), (name, a[:, :4].std(0))
+    one = lambda b: {**{k: torch.tensor([1.0]) for k in A.JITTER[:3]}, "brightness": torch.tensor([b]),
+                     "hue": torch.tensor([0.0]), **{k: torch.tensor([False]) for k in A.DESTRUCTIVE}}
+    # 0.6 → 1.0 and 1.0 → 1.4 are the same raw difference but different image changes
+    raw = [A.action_from_params(one(s), one(t), encoding="raw")[0, 0] for s, t in ((0.6, 1.0), (1.0, 1.4))]
+    enc = [A.action_from_params(one(s), one(t))[0, 0] for s, t in ((0.6, 1.0), (1.0, 1.4))]
+    assert torch.isclose(raw[0], raw[1]) and not torch.isclose(enc[0], enc[1])
 
 
 def test_make_views_shapes_determinism_and_target_clean():
@@ -123,3 +145,91 @@ def test_cpu_chunking_gives_the_whole_batch_result(monkeypatch):
     monkeypatch.setattr(A, "CPU_CHUNK", 1000)
     whole = A.apply_params(img, p)
     assert torch.equal(chunked, whole) and chunked.shape == img.shape
+
+
+# apply_params skips the ops that no image needs (issue 14). The reference below is apply_params as it was before,
+# every op on every image then torch.where: the new one must give the same bits for any parameters.
+from dataclasses import replace  # noqa: E402  (this block was appended)
+
+
+def _reference_apply_params(images, p, cfg=A.IWM):
+    sel = lambda flag, new, old: torch.where(flag.view(-1, 1, 1, 1), new, old)
+    x = A.adjust_brightness(images, p["brightness"])
+    x = A.adjust_contrast(x, p["contrast"])
+    x = A.adjust_saturation(x, p["saturation"])
+    x = sel(p["jitter"], A.adjust_hue(x, p["hue"]), images)
+    x = sel(p["grayscale"], A.grayscale(x).expand_as(x), x)
+    k = A.kernel_size_for(min(x.shape[-2:]), cfg.blur_kernel_frac)
+    x = sel(p["blur"], A.gaussian_blur(x, p["sigma"], k), x)
+    return sel(p["solarize"], A.solarize(x, cfg.solarize_threshold), x)
+
+
+FLAT = replace(A.IWM, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)  # jitter on, every factor exactly 1
+CASES = [(name, destructive) for name in ("iwm", "jitter", "strong", "ijepa") for destructive in (True, False)]
+
+
+def _params(n, cfg, destructive, seed, force=None):
+    p = A.sample_params(n, cfg, destructive=destructive, generator=torch.Generator().manual_seed(seed))
+    if force is not None:  # every switch of every image set to `force`: all-on / all-off
+        for k in ("jitter",) + A.DESTRUCTIVE:
+            p[k][:] = force
+    return p
+
+
+@pytest.mark.parametrize("n", [5, 37])  # 37: CPU chunks of 16, 16 and 5, decided chunk by chunk
+@pytest.mark.parametrize("preset, destructive", CASES)
+def test_apply_params_skipping_is_bit_identical(n, preset, destructive):
+    cfg = A.PRESETS[preset]
+    img = torch.rand(n, 3, 20, 24, generator=torch.Generator().manual_seed(n))
+    for seed in range(3):
+        p = _params(n, cfg, destructive, seed)
+        assert torch.equal(A.apply_params(img, p, cfg), _reference_apply_params(img, p, cfg)), (preset, seed)
+
+
+@pytest.mark.parametrize("cfg", [A.IWM, FLAT], ids=["iwm", "flat"])
+@pytest.mark.parametrize("force", [True, False], ids=["all_on", "all_off"])
+def test_apply_params_all_on_all_off_bit_identical(cfg, force):
+    img = torch.rand(37, 3, 17, 17, generator=torch.Generator().manual_seed(1))
+    p = _params(37, cfg, True, 0, force)
+    assert torch.equal(A.apply_params(img, p, cfg), _reference_apply_params(img, p, cfg))
+    need = {k: True for k in ("jitter", "brightness", "contrast", "saturation") + A.DESTRUCTIVE}
+    assert torch.equal(A._apply_needed(img, p, cfg, need), _reference_apply_params(img, p, cfg))  # accelerator path
+
+
+def test_apply_params_runs_only_needed_ops(monkeypatch):
+    calls = []
+    for name in ("adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue", "grayscale",
+                 "gaussian_blur", "solarize"):
+        op = getattr(A, name)
+        monkeypatch.setattr(A, name, lambda *a, _op=op, _name=name: calls.append(_name) or _op(*a))
+    img = torch.rand(4, 3, 16, 16)
+    out = A.apply_params(img, _params(4, A.PRESETS["ijepa"], True, 0))
+    assert calls == [] and torch.equal(out, img) and out is not img  # I-JEPA: nothing runs, still a new tensor
+    p = _params(4, FLAT, False, 0)
+    p["jitter"][:] = True
+    A.apply_params(img, p, FLAT)
+    assert calls == ["adjust_hue"]  # factors 1 are skipped, a zero hue shift is not (not an exact identity)
+    calls.clear()
+    p = _params(4, A.IWM, True, 0, force=False)
+    p["blur"][2] = True
+    A.apply_params(img, p)
+    assert calls == ["gaussian_blur"]
+
+
+def test_needed_ops_never_read_accelerator_tensors():
+    # parameters off the CPU are never read (a host sync per step on GPU): every op counts as needed
+    p = {k: v.to("meta") for k, v in _params(4, A.PRESETS["ijepa"], True, 0).items()}
+    assert all(A._needed_ops(p).values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_apply_params_cuda_cpu_params_skip_bit_identical():
+    img = torch.rand(37, 3, 32, 32, generator=torch.Generator().manual_seed(0)).cuda()
+    for preset, destructive in CASES:
+        p = _params(37, A.PRESETS[preset], destructive, 0)
+        on_gpu = {k: v.cuda() for k, v in p.items()}
+        skipped = A.apply_params(img, p, A.PRESETS[preset])  # CPU parameters: decided on the host, then copied
+        assert skipped.device == img.device
+        assert torch.equal(skipped, A.apply_params(img, on_gpu, A.PRESETS[preset])), preset
+        ref = _reference_apply_params(img.cpu(), p, A.PRESETS[preset])
+        assert torch.allclose(skipped.cpu(), ref, atol=3e-3)  # the blur's cuDNN convolutions run in TF32 by default

@@ -46,9 +46,9 @@ class Oracle(nn.Module):
     def forward(self, z, masks_x=None, masks=None, action=None):
         assert masks_x is None and masks is None  # MRR predicts every position from the full context
         i = self.owner[(self.keys - z[:1].flatten(1)).norm(dim=1).argmin()]
-        B = len(action)
-        p = {"brightness": 1 + action[:, 0], "contrast": 1 + action[:, 1], "saturation": 1 + action[:, 2],
-             "hue": action[:, 3], "jitter": torch.ones(B, dtype=torch.bool), "sigma": torch.ones(B),
+        B, a = len(action), action[:, :4] * torch.tensor(augment.action_scale(AUG))  # undo the log_std encoding
+        p = {"brightness": a[:, 0].exp(), "contrast": a[:, 1].exp(), "saturation": a[:, 2].exp(),
+             "hue": a[:, 3], "jitter": torch.ones(B, dtype=torch.bool), "sigma": torch.ones(B),
              **{k: torch.zeros(B, dtype=torch.bool) for k in augment.DESTRUCTIVE}}
         y = augment.apply_params(self.imgs[i:i + 1].expand(B, -1, -1, -1), p, AUG)
         out = self.target_encoder(augment.normalize(y))
@@ -199,3 +199,24 @@ def test_cli_errors_are_one_line(ckpts, capsys, args, message):
         E.main([a.format(**ckpts) for a in args])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_oracle_error_is_zero_and_the_bank_spread_is_not(nets):
+    enc, tgt, imgs = nets
+    res = score(enc, tgt, Oracle(enc, tgt, imgs), imgs, sources=("clean", "blur"), components=True)
+    for k in ("clean", "blur", "hue"):
+        assert res[f"error/{k}"] < 1e-6 < res[f"spread/{k}"]
+
+
+def test_token_stats_tell_a_collapsed_representation_from_a_random_one():
+    g = torch.Generator().manual_seed(0)
+    B, N, D = 64, 16, 32
+    random = torch.randn(B, N, D, generator=g)
+    # collapse onto one image statistic ("brightness"): every token of an image is the same point on one line
+    collapsed = torch.randn(B, 1, 1, generator=g) * torch.randn(D, generator=g) + 0.01 * torch.randn(B, N, D, generator=g)
+    positional = torch.randn(1, N, D, generator=g).expand(B, -1, -1)
+    r, c, p = E.token_stats(random), E.token_stats(collapsed), E.token_stats(positional)
+    assert r["rank"] > 20 and E.collapse_warning(r) is None
+    assert c["rank"] < 1.5 and c["var_image"] > 0.95 and "collapsed" in E.collapse_warning(c)
+    assert p["var_position"] > 0.999 and p["var_image"] < 1e-6
+    assert abs(sum(r[k] for k in ("var_image", "var_position", "var_residual")) - 1) < 1e-9
