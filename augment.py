@@ -13,13 +13,20 @@ being shared by x and y, never enters a_{x→y}. The photometric part here is ba
 Each op equals torchvision.transforms.v2.functional's on float images (tests/test_augment.py).
 """
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 
+# The single source of truth for a_{x→y}: its columns, in order, are ACTION_NAMES, the 4 jitter components (a fixed
+# family) then one flag per destructive transform, applied to the source in that order. The random draws, the
+# presets, evaluate_mrr's sources and the predictor's action width are all derived from these names, so adding a
+# destructive transform "foo" takes, in this file only: its name here, a `foo_p` field in AugmentConfig and an
+# entry in DESTRUCTIVE_OPS (import fails if the field or the entry is missing, rather than the op silently not
+# running). Appending keeps the draws of the existing parameters (see sample_params); only blur sigma's moves.
 ACTION_NAMES = ("brightness", "contrast", "saturation", "hue", "grayscale", "blur", "solarize")
 JITTER = ACTION_NAMES[:4]
+FACTORS = JITTER[:3]  # multiplicative components (identity 1); hue is a shift (identity 0)
 DESTRUCTIVE = ACTION_NAMES[4:]
 GRAY = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, torchvision's rgb_to_grayscale
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics, as official I-JEPA weights expect
@@ -40,31 +47,50 @@ class AugmentConfig:
     solarize_threshold: float = 0.5
 
 
+def no_destructive(cfg):
+    """cfg with every destructive transform off, by name: a transform added later is off too."""
+    return replace(cfg, **{f"{name}_p": 0.0 for name in DESTRUCTIVE})
+
+
+def no_jitter(cfg):
+    return replace(cfg, jitter_p=0.0)
+
+
+def make_presets(base):
+    """The named augmentation settings around `base` (train.py --augment). A function, so that tests can check
+    that a config with an extra transform gets it switched off wherever a preset has no destructive transform."""
+    return {
+        "iwm": base,  # paper default: jitter + destructive (IWM-Inv / IWM-Equi)
+        "jitter": no_destructive(base),  # Table 2 "jitter" row
+        "strong": replace(base, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2),  # Table 2 "strong jitter"
+        "ijepa": no_jitter(no_destructive(base)),  # I-JEPA: crop only
+    }
+
+
 IWM = AugmentConfig()
-PRESETS = {
-    "iwm": IWM,  # paper default: jitter + destructive (IWM-Inv / IWM-Equi)
-    "jitter": replace(IWM, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0),  # Table 2 "jitter" row
-    "strong": replace(IWM, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2),  # Table 2 "strong jitter" (SimCLR)
-    "ijepa": replace(IWM, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0),  # I-JEPA: crop only
-}
+PRESETS = make_presets(IWM)
 
 
 def sample_params(n, cfg, *, destructive, generator=None, device=None):
     """Per-sample parameters as [n] tensors. Where jitter is not applied its factors are the identity (1, hue 0);
     destructive flags are all False when destructive=False (the target). Draws happen on the generator's device and
-    always in the same number, so a seed fixes everything."""
+    always in the same number, so a seed fixes everything. Layout, one uniform row each: the jitter switch, then
+    one row per name of ACTION_NAMES in its order, then blur's sigma (len(ACTION_NAMES) + 2 rows, 9 today): each
+    transform has its own draw, and a name appended to ACTION_NAMES leaves every earlier row as it was (only
+    sigma's row moves down, so sigma's values for a seed change then)."""
     dev = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(9, n, generator=generator, device=dev)
+    u = torch.rand(len(ACTION_NAMES) + 2, n, generator=generator, device=dev)
     jitter = u[0] < cfg.jitter_p
+    row = dict(zip(ACTION_NAMES, u[1:]))
     p = {"jitter": jitter}
-    for j, name in enumerate(("brightness", "contrast", "saturation"), start=1):
+    for name in FACTORS:
         s = getattr(cfg, name)
         lo, hi = max(0.0, 1.0 - s), 1.0 + s
-        p[name] = torch.where(jitter, lo + u[j] * (hi - lo), torch.ones_like(u[j]))
-    p["hue"] = torch.where(jitter, (2 * u[4] - 1) * cfg.hue, torch.zeros_like(u[4]))
-    for j, name in enumerate(DESTRUCTIVE, start=5):
-        p[name] = (u[j] < getattr(cfg, f"{name}_p")) & destructive
-    p["sigma"] = cfg.blur_sigma[0] + u[8] * (cfg.blur_sigma[1] - cfg.blur_sigma[0])
+        p[name] = torch.where(jitter, lo + row[name] * (hi - lo), torch.ones_like(row[name]))
+    p["hue"] = torch.where(jitter, (2 * row["hue"] - 1) * cfg.hue, torch.zeros_like(row["hue"]))
+    for name in DESTRUCTIVE:
+        p[name] = (row[name] < getattr(cfg, f"{name}_p")) & destructive
+    p["sigma"] = cfg.blur_sigma[0] + u[-1] * (cfg.blur_sigma[1] - cfg.blur_sigma[0])
     return {k: v.to(device) for k, v in p.items()} if device is not None else p
 
 
@@ -133,6 +159,30 @@ def kernel_size_for(side, frac):
     return max(3, int(frac * side) // 2 * 2 + 1)
 
 
+# Destructive transforms by name: (images [B, 3, H, W], params, cfg) → every image transformed (apply_params keeps
+# the result only where the image's flag is set). Lambdas look the ops up at call time, so tests can wrap them.
+DESTRUCTIVE_OPS = {
+    "grayscale": lambda x, p, cfg: grayscale(x).expand_as(x),
+    # the kernel size comes from cfg and the image shape, never from p: no host sync
+    "blur": lambda x, p, cfg: gaussian_blur(x, p["sigma"], kernel_size_for(min(x.shape[-2:]), cfg.blur_kernel_frac)),
+    "solarize": lambda x, p, cfg: solarize(x, cfg.solarize_threshold),
+}
+
+
+def check_names(cfg_type=AugmentConfig, ops=None):
+    """Every destructive name needs an op and a probability field `<name>_p`: raise (at import, below) rather than
+    have a flag in the action whose transform never runs."""
+    ops = DESTRUCTIVE_OPS if ops is None else ops
+    names = {f.name for f in fields(cfg_type)}
+    bad = [name for name in DESTRUCTIVE if name not in ops or f"{name}_p" not in names]
+    if bad:
+        raise ValueError(f"destructive transforms {bad} need an entry in DESTRUCTIVE_OPS and a <name>_p field "
+                         f"in {cfg_type.__name__}")
+
+
+check_names()
+
+
 CPU_CHUNK = 16  # images per pass on CPU: fresh 100-MB temporaries of a whole 224-px batch cost more than the maths
 
 
@@ -151,7 +201,7 @@ def _needed_ops(p):
     only to ~1e-6 (RGB → HSV → RGB round trip), so it runs wherever some image is jittered."""
     jit = _host_any(p["jitter"])
     need = {"jitter": jit}
-    for name in ("brightness", "contrast", "saturation"):
+    for name in FACTORS:
         need[name] = jit and _host_any(p[name], lambda f: f != 1)
     for name in DESTRUCTIVE:
         need[name] = _host_any(p[name])
@@ -160,8 +210,9 @@ def _needed_ops(p):
 
 def apply_params(images, p, cfg=IWM):
     """images float [B, 3, H, W] in [0, 1] → the view defined by p: jitter in the fixed order brightness, contrast,
-    saturation, hue (so the parameters define the image), then grayscale, blur, solarize where flagged. Each op
-    runs on the whole batch and torch.where picks per sample: no data-dependent shapes. An op that no image needs
+    saturation, hue (so the parameters define the image), then the destructive transforms where flagged, in the
+    order of DESTRUCTIVE (grayscale, blur, solarize; DESTRUCTIVE_OPS). Each op runs on the whole batch and
+    torch.where picks per sample: no data-dependent shapes. An op that no image needs
     is skipped (I-JEPA mode: all of them), which is decided from p only where p lives on the CPU; parameters on
     an accelerator run every op, as reading them would be a host sync. So a caller on GPU may pass the CPU
     parameters (drawn there anyway) to get the skips: they are copied to the images' device without a sync.
@@ -188,13 +239,9 @@ def _apply_needed(images, p, cfg, need):
         if need["saturation"]:
             x = adjust_saturation(x, p["saturation"])
         x = sel(p["jitter"], adjust_hue(x, p["hue"]), images)
-    if need["grayscale"]:
-        x = sel(p["grayscale"], grayscale(x).expand_as(x), x)
-    if need["blur"]:
-        k = kernel_size_for(min(x.shape[-2:]), cfg.blur_kernel_frac)  # constants come from cfg: no host sync
-        x = sel(p["blur"], gaussian_blur(x, p["sigma"], k), x)
-    if need["solarize"]:
-        x = sel(p["solarize"], solarize(x, cfg.solarize_threshold), x)
+    for name in DESTRUCTIVE:
+        if need[name]:
+            x = sel(p[name], DESTRUCTIVE_OPS[name](x, p, cfg), x)
     return images.clone() if x is images else x  # never hand back the input (callers may write to the views)
 
 
@@ -209,7 +256,7 @@ def action_scale(cfg):
     component gets scale 1."""
     u = (torch.arange(4096, dtype=torch.float64) + 0.5) / 4096
     out = []
-    for name in ("brightness", "contrast", "saturation"):
+    for name in FACTORS:
         s = getattr(cfg, name)
         lo = max(1.0 - s, LOG_FLOOR)
         out.append(math.sqrt(2.0) * torch.log(lo + u * (1.0 + s - lo)).std().item() if s > 0 else 1.0)
@@ -221,7 +268,7 @@ LOG_FLOOR = 0.05  # factors are clamped here before the log: a factor of 0 (stre
 
 
 def action_from_params(src, tgt, cfg=IWM, encoding="log_std"):
-    """a_{x→y} [B, 7]: 4 jitter numbers, then the source's destructive flags (0/1).
+    """a_{x→y} [B, len(ACTION_NAMES)]: 4 jitter numbers, then the source's destructive flags (0/1).
     "log_std" (our choice, the paper is silent): log(target factor / source factor) for brightness, contrast and
     saturation, the hue shift difference, each divided by its std under cfg (action_scale). Log-ratios make the
     action a function of the image change (0.6 → 1.0 and 1.0 → 1.4 differ), and unit scale lets every component
@@ -230,7 +277,7 @@ def action_from_params(src, tgt, cfg=IWM, encoding="log_std"):
         jit = [tgt[k] - src[k] for k in JITTER]
     else:
         log = lambda p, k: torch.log(p[k].clamp(min=LOG_FLOOR))
-        jit = [(log(tgt, k) - log(src, k)) / c for k, c in zip(JITTER[:3], action_scale(cfg))]
+        jit = [(log(tgt, k) - log(src, k)) / c for k, c in zip(FACTORS, action_scale(cfg))]
         jit.append((tgt["hue"] - src["hue"]) / action_scale(cfg)[3])
     return torch.stack(jit + [src[k].float() for k in DESTRUCTIVE], dim=1).float()
 
@@ -239,14 +286,17 @@ def to_float(images):
     return images.float().div(255) if images.dtype == torch.uint8 else images.float()
 
 
-def make_views(images, cfg=IWM, generator=None):
-    """images uint8 or float [B, 3, H, W] (any device) → source x, target y (float in [0, 1]), action [B, 7] and
-    the sampled parameters {"source": ..., "target": ...}."""
+def make_views(images, cfg=IWM, generator=None, *, params=None, encoding="log_std"):
+    """images uint8 or float [B, 3, H, W] (any device) → source x, target y (float in [0, 1]), action
+    [B, len(ACTION_NAMES)] and the parameters {"source": ..., "target": ...}: drawn here from `generator`, or
+    given as `params` (train.py draws a whole step's parameters ahead of time, on every rank alike)."""
     img = to_float(images)
-    src = sample_params(len(img), cfg, destructive=True, generator=generator, device=img.device)
-    tgt = sample_params(len(img), cfg, destructive=False, generator=generator, device=img.device)
+    if params is None:
+        params = {"source": sample_params(len(img), cfg, destructive=True, generator=generator, device=img.device),
+                  "target": sample_params(len(img), cfg, destructive=False, generator=generator, device=img.device)}
+    src, tgt = params["source"], params["target"]
     x, y = apply_params(img, src, cfg), apply_params(img, tgt, cfg)
-    return x, y, action_from_params(src, tgt, cfg), {"source": src, "target": tgt}
+    return x, y, action_from_params(src, tgt, cfg, encoding), params
 
 
 def normalize(x):

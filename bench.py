@@ -31,8 +31,8 @@ def sync(device):
 
 
 def setup(cfg, device):
-    encoder, predictor = M.build_models(cfg)
-    target = M.build_models(cfg)[0]
+    encoder, predictor = M.build_models(cfg, len(augment.ACTION_NAMES))
+    target = M.build_models(cfg, len(augment.ACTION_NAMES))[0]
     target.load_state_dict(encoder.state_dict())
     target.requires_grad_(False)
     for m in (encoder, predictor, target):

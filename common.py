@@ -159,22 +159,6 @@ def save_atomic(obj, path):
     os.replace(tmp, path)
 
 
-def load_checkpoint(path):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def config_diff(saved, cfg, keys):
-    """Names of the keys (among `keys`) whose values differ between a checkpoint's config and this run's."""
-    return [f"{k}: checkpoint {saved.get(k)!r} vs now {cfg.get(k)!r}" for k in keys
-            if k in cfg and _plain(saved.get(k)) != _plain(cfg.get(k))]
-
-
-def _plain(v):
-    return list(v) if isinstance(v, (tuple, list)) else v
-
-
 class JsonlLog:
     """One JSON object per line, appended and flushed at once (a crashed run keeps its log)."""
     def __init__(self, path, enabled=True):

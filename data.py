@@ -279,6 +279,15 @@ class EpochIndexed(torch.utils.data.Dataset):
             return self.ds[i]
 
 
+def subset(ds, n):
+    """n evenly spaced items (every class of a class-sorted folder is kept); 0 or n >= len: all of them."""
+    if not n or n >= len(ds):
+        return ds
+    sub = torch.utils.data.Subset(ds, torch.linspace(0, len(ds) - 1, n).long().tolist())
+    sub.label_names, sub.num_classes = ds.label_names, ds.num_classes  # what probes and multitask heads read
+    return sub
+
+
 # ---------------------------------------------------------------------------------------------- transforms
 # Small callables instead of a v2.Compose: the same maths and the same outputs, but the Compose machinery (input
 # flattening, type dispatch per step) and v2's resize wrapper cost more than the resize itself on 64 px images.

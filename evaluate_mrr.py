@@ -14,7 +14,6 @@ destructive source and per jitter component.
     python evaluate_mrr.py --ckpt runs/iwm/latest.pt --images 32 --bank 256 --png nn.png
     python evaluate_mrr.py --ckpt IN1K-vit.h.14-300e.pth.tar --data imagefolder --data_root /data/imagenet
 """
-import copy
 import dataclasses
 import math
 import os
@@ -49,8 +48,14 @@ def collapse_warning(stats):
             f"image {stats['var_image']:.2f}, by position {stats['var_position']:.2f}")
 
 
-SOURCES = ("clean", "grayscale", "blur", "solarize")
-COMPONENTS = ("brightness", "contrast", "saturation", "hue")
+def sources():
+    """The MRR source views: clean, then each of augment's destructive transforms alone. Read from augment's
+    names at call time, so a transform added there is evaluated without an edit here."""
+    return ("clean",) + augment.DESTRUCTIVE
+
+
+SOURCES = sources()  # as of import; code here calls sources() and reads augment.JITTER
+COMPONENTS = augment.JITTER
 
 
 def _take(params, idx):
@@ -63,20 +68,19 @@ def _sample(n, cfg, destructive, generator, device):
 
 
 def source_config(aug_cfg, source):
-    """No jitter; `source` = one destructive transform forced (probability 1), the others off."""
-    flags = dict(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
-    if source != "clean":
-        if f"{source}_p" not in flags:
-            raise ValueError(f"unknown MRR source {source!r}; choose from {SOURCES}")
-        flags[f"{source}_p"] = 1.0
-    return dataclasses.replace(aug_cfg, **flags)
+    """No jitter; `source` = one destructive transform forced (probability 1), the others off (by name, so
+    the clean source gets none of them, whatever augment defines)."""
+    if source not in sources():
+        raise ValueError(f"unknown MRR source {source!r}; choose from {sources()}")
+    cfg = augment.no_jitter(augment.no_destructive(aug_cfg))
+    return cfg if source == "clean" else dataclasses.replace(cfg, **{f"{source}_p": 1.0})
 
 
 def bank_config(aug_cfg, component=None):
     """Target distribution with jitter always applied; with `component`, only that jitter strength is kept."""
     cfg = dataclasses.replace(aug_cfg, jitter_p=1.0)
     if component is not None:
-        cfg = dataclasses.replace(cfg, **{c: 0.0 for c in COMPONENTS if c != component})
+        cfg = dataclasses.replace(cfg, **{c: 0.0 for c in augment.JITTER if c != component})
     return cfg
 
 
@@ -96,7 +100,8 @@ def target_latents(target_encoder, images01, chunk):
 
 
 def predict(encoder, predictor, source01, actions, chunk):
-    """Encode the source view [1, 3, H, W] once, then predict every position for each action [K, 7] in chunks."""
+    """Encode the source view [1, 3, H, W] once, then predict every position for each action [K, A] in chunks
+    (A = len(augment.ACTION_NAMES))."""
     with _autocast(source01.device):
         z = encoder(augment.normalize(source01))
         out = [predictor(z.expand(len(a), -1, -1), None, None, a).float() for a in actions.split(chunk)]
@@ -182,7 +187,7 @@ def mrr_score(encoder, target_encoder, predictor, images, aug_cfg, *, bank_size=
     src = {"": {s: _sample(N, source_config(aug_cfg, s), True, g, device) for s in sources}}
     if components:
         clean_p = _sample(N, source_config(aug_cfg, "clean"), True, g, device)
-        for c in COMPONENTS:
+        for c in augment.JITTER:
             banks[c], src[c] = _sample(N * K, bank_config(aug_cfg, c), False, g, device), {c: clean_p}
     per_image, extra = {}, {}  # result name -> list over images of the image's mean reciprocal rank / error, spread
     for i in range(N):  # one image at a time bounds memory at K latents (ViT-H/14: K·256·1280 floats)
@@ -234,60 +239,6 @@ def nearest_neighbour_grid(encoder, target_encoder, predictor, images, aug_cfg, 
     return path
 
 
-def _infer_arch(sd):
-    """Architecture of an official I-JEPA checkpoint from its tensor shapes (encoder + predictor state dicts)."""
-    enc, pred = M.clean_state_dict(sd["encoder"]), M.clean_state_dict(sd["predictor"])
-    width, depth = enc["pos_embed"].shape[-1], len({k.split(".")[1] for k in enc if k.startswith("blocks.")})
-    names = [n for n, (w, d, _) in M.VIT_PRESETS.items() if (w, d) == (width, depth)]
-    patch = enc["patch_embed.proj.weight"].shape[-1]
-    return dict(model=names[0] if names else "", img_size=round(math.sqrt(enc["pos_embed"].shape[1])) * patch,
-                patch_size=patch, pred_width=pred["predictor_embed.weight"].shape[0],
-                pred_depth=len({k.split(".")[1] for k in pred if k.startswith("predictor_blocks.")}))
-
-
-def read_checkpoint(cfg, prog="evaluate_mrr.py"):
-    """(checkpoint dict, run config) for our checkpoint (config stored) or an official I-JEPA one (flags or
-    inferred); one-line errors for a missing or foreign file, a missing predictor or contradicting flags."""
-    try:
-        ckpt = common.load_checkpoint(cfg["ckpt"])
-    except FileNotFoundError as e:
-        common.fail(prog, f"{e} (pass --ckpt PATH)")
-    except Exception as e:  # a truncated or foreign file: say so in one line
-        common.fail(prog, f"cannot read checkpoint {cfg['ckpt']}: {type(e).__name__}: {str(e).splitlines()[0]}")
-    if not isinstance(ckpt, dict) or not all(k in ckpt for k in ("encoder", "target_encoder", "predictor")):
-        held = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        common.fail(prog, f"{cfg['ckpt']} needs 'encoder', 'target_encoder' and 'predictor' weights (the world "
-                          f"model is the predictor); it holds {held}")
-    flags = {k: cfg[k] for k in ("model", "img_size", "patch_size", "pred_depth", "pred_width") if cfg[k]}
-    if "config" in ckpt:  # ours: the checkpoint defines the architecture; a contradicting flag is an error
-        run = dict(ckpt["config"])
-        bad = [f"--{k} {v} vs checkpoint {run.get(k)}" for k, v in flags.items() if v != run.get(k)]
-        if bad:
-            common.fail(prog, f"size mismatch between flags and checkpoint: {', '.join(bad)}")
-        return ckpt, run
-    try:  # official I-JEPA: no config and no action conditioning
-        run = {**_infer_arch(ckpt), **flags, "cond": "none", "augment": "iwm"}
-    except (KeyError, IndexError, AttributeError) as e:
-        common.fail(prog, f"cannot infer the architecture of {cfg['ckpt']} ({e!r}): pass --model, --img_size, "
-                          "--patch_size, --pred_depth and --pred_width")
-    if not run["model"]:
-        common.fail(prog, f"cannot tell the encoder preset of this checkpoint: pass --model ({', '.join(M.VIT_PRESETS)})")
-    return ckpt, run
-
-
-def build_nets(ckpt, run, path, prog="evaluate_mrr.py"):
-    """encoder, target encoder, predictor rebuilt from `run` and loaded strictly (ours and official alike: an
-    official predictor is built with cond none, which has no conditioning keys)."""
-    try:
-        encoder, predictor = M.build_models(run)
-        target_encoder = copy.deepcopy(encoder)
-        for name, module in (("encoder", encoder), ("target_encoder", target_encoder), ("predictor", predictor)):
-            M.load_state(module, ckpt[name], (), f"{path}:{name}")
-    except (ValueError, KeyError) as e:
-        common.fail(prog, str(e).splitlines()[0])
-    return encoder, target_encoder, predictor
-
-
 def load_images(cfg, run, prog="evaluate_mrr.py"):
     """`images` validation images spread evenly over the split (sorted folders: over the classes), the same ones
     as train.py's in-training MRR (fixed_eval_set), as uint8 [N, 3, S, S] at the checkpoint's size S."""
@@ -315,23 +266,30 @@ def main(argv=None):
         common.fail(prog, "--images and --png_images must be >= 1 and --bank >= 2")
     if cfg["augment"] and cfg["augment"] not in augment.PRESETS:
         common.fail(prog, f"--augment must be one of {sorted(augment.PRESETS)}, got {cfg['augment']!r}")
-    ckpt, run = read_checkpoint(cfg, prog)
+    try:  # the architecture is the checkpoint's: a size flag is for official files, and one that contradicts is refused
+        ckpt, run = M.load_checkpoint(cfg["ckpt"], {k: cfg[k] for k in M.SHAPE_KEYS if cfg[k]})
+    except (ValueError, FileNotFoundError) as e:
+        common.fail(prog, e)
     images, what = load_images(cfg, run, prog)  # before building the models: bad data fails fast
     name = cfg["augment"] or ("strong" if run.get("augment") == "strong" else "iwm")  # as train.py's evaluation
     _, _, device = common.setup_distributed()
     device = common.pick_device(cfg["device"], device)
-    nets = [m.to(device).eval() for m in build_nets(ckpt, run, cfg["ckpt"], prog)]
+    try:
+        nets = [m.to(device).eval() for m in M.build_from_checkpoint(ckpt, run, len(augment.ACTION_NAMES),
+                                                                     name=cfg["ckpt"])]
+    except ValueError as e:  # weights that do not fit the stored or inferred architecture
+        common.fail(prog, e)
     images, aug = images.to(device), augment.PRESETS[name]
     gen = lambda: torch.Generator().manual_seed(cfg["seed"])  # the same banks for every call below
     kw = dict(bank_size=cfg["bank"], chunk=cfg["chunk"], encoding=run.get("action", "raw"))  # "raw": older runs
-    res = mrr_score(*nets, images, aug, sources=SOURCES, components=True, generator=gen(), **kw)
+    res = mrr_score(*nets, images, aug, sources=sources(), components=True, generator=gen(), **kw)
     null = mrr_score(*nets, images, aug, null_action=True, generator=gen(), **kw)
     print(f"{cfg['ckpt']}: {run['model']} {run['img_size']}px/{run['patch_size']}, predictor {run['pred_depth']}x"
           f"{run['pred_width']} cond {run['cond']}; {what} images, bank {cfg['bank']} ({name})")
     print(f"MRR over sources {res['mrr']:.4f} ± {res['mrr_ci']:.4f} (95% CI over images), chance {res['chance']:.4f}")
     print("  (error: distance of a prediction to its own bank latent; spread: between two bank latents)")
-    for k in SOURCES + COMPONENTS:
-        print(f"  {'source' if k in SOURCES else 'jitter'} {k:<10} {res['mrr/' + k]:.4f} ± {res['mrr_ci/' + k]:.4f}"
+    for k in sources() + augment.JITTER:
+        print(f"  {'source' if k in sources() else 'jitter'} {k:<10} {res['mrr/' + k]:.4f} ± {res['mrr_ci/' + k]:.4f}"
               f"   error {res['error/' + k]:.3g}  spread {res['spread/' + k]:.3g}")
     stats = token_stats(target_latents(nets[1], augment.to_float(images), cfg["chunk"]))
     print(f"target tokens: effective rank {stats['rank']:.1f}, variance by image {stats['var_image']:.2f} / "

@@ -2,13 +2,12 @@
 
 One script, one `--protocol`, one row of the table PROTOCOLS below: what trains, with which head and recipe. The
 predictor p_φ runs with all tokens as context, a mask token at every position and the null action. The multitask
-comparison (one single-task predictor per task, same budget) is scripts/multitask_baseline.py. `--init random` is the
-random-init baseline of every table (architecture from --model/--img_size/...).
+comparison (one single-task predictor per task, same budget) is scripts/multitask_baseline.py. The architecture is the
+checkpoint's; `--init random` is the random-init baseline of every table (--model/--img_size/..., else micro/32 px).
 
     python finetune.py --protocol linear --ckpt runs/iwm/latest.pt --data shapes --label color
-    torchrun --nproc_per_node=8 finetune.py --protocol predictor --ckpt IN1K-vit.h.14-300e.pth.tar --model huge \
-        --img_size 224 --patch_size 14 --pred_depth 12 --pred_width 384 --data imagefolder --data_root /data/in1k \
-        --epochs 100 --warmup_epochs 5 --batch_size 1024 --train_images 0 --val_images 0 --workers 8
+    torchrun --nproc_per_node=8 finetune.py --protocol predictor --ckpt IN1K-vit.h.14-300e.pth.tar --data imagefolder \
+        --data_root /data/in1k --epochs 100 --warmup_epochs 5 --batch_size 1024 --train_images 0 --val_images 0
 The paper's runs are 100 epochs (warmup 5) on whole splits; the defaults are a CPU quick start. The last line printed is
 `<protocol> top1 <val top-1 in %>`.
 """
@@ -26,6 +25,7 @@ import augment
 import common
 import data
 import model as M
+from heads import AttentiveHead, Classifier, pooled_head
 
 # The code below reads these columns, never a protocol's name.
 #   encoder    the target encoder f_θ^EMA: frozen (no grad, eval mode, outside the trained model) or trained
@@ -49,11 +49,11 @@ PROTOCOLS = {name: dict(zip(COLUMNS, row)) for name, row in {
     "end_to_end": ("trained", 0.1,       "attentive", "label", True,  False,  5e-4),  # Table 4: end to end
     "multitask":  ("frozen",  0.1,       "attentive", "tasks", False, False,  1e-3),  # Table 7
 }.items()}
-ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond")
+RANDOM_ARCH = dict(model="micro", img_size=32, patch_size=8, pred_depth=2, pred_width=64, cond="none")
 CONFIG = dict(
     protocol="linear", ckpt="", init="checkpoint", predictor_init="pretrained",  # init: checkpoint | random
-    # architecture for --init random and official I-JEPA files (our checkpoints carry their own config)
-    model="micro", img_size=32, patch_size=8, pred_depth=2, pred_width=64, cond="none",
+    # architecture: "" / 0 = the checkpoint's (--init random: RANDOM_ARCH's), so that a value set is the user's choice
+    model="", img_size=0, patch_size=0, pred_depth=0, pred_width=0, cond="",  # refused where it contradicts the ckpt
     data="shapes", data_root="", label="", tasks="", crop_scale=(0.08, 1.0), workers=0,
     train_images=5000, val_images=1000,  # evenly spaced subsets for a CPU quick start; 0: the whole split
     # optimisation: lr = blr · batch / 256 (blr 0: the table's); steps > 0 stops early (resumable)
@@ -63,7 +63,7 @@ CONFIG = dict(
     device="auto", dtype="auto", seed=0, out_dir="runs/finetune", resume=False,
     log_every=20, eval_every=1,  # eval_every: epochs (the final step is always evaluated)
 )
-RESUME_KEYS = ARCH_KEYS + ("protocol", "label", "tasks", "data", "batch_size", "epochs", "linear_lrs", "init",
+RESUME_KEYS = M.ARCH_KEYS + ("protocol", "label", "tasks", "data", "batch_size", "epochs", "linear_lrs", "init",
                            "predictor_init")
 
 
@@ -79,71 +79,6 @@ def layer_decay_scale(name, num_layers, decay):
     return decay ** (num_layers + 1 - layer)
 
 
-class AttentiveHead(nn.Module):
-    """V-JEPA attentive probe: one learned query token cross-attends to the tokens (pre-norm on the keys/values),
-    an MLP with residuals and LayerNorm refines it, a Linear classifies it."""
-    def __init__(self, dim, num_heads, num_classes):
-        super().__init__()
-        self.num_heads = num_heads
-        self.query_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.norm1, self.q, self.kv = nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
-        self.proj, self.norm2, self.mlp = nn.Linear(dim, dim), nn.LayerNorm(dim, eps=1e-6), M.MLP(dim, 4 * dim)
-        self.linear = nn.Linear(dim, num_classes)
-        for m in self.modules():  # the encoder's init: truncated normal std 0.02, zero bias (LayerNorm: 1, 0)
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
-                nn.init.zeros_(m.bias)
-        nn.init.trunc_normal_(self.query_token, std=0.02, a=-0.04, b=0.04)
-
-    def forward(self, x):
-        B, N, C = x.shape
-        h = self.num_heads
-        q = self.q(self.query_token).reshape(1, h, 1, C // h).expand(B, -1, -1, -1)
-        k, v = self.kv(self.norm1(x)).reshape(B, N, 2, h, C // h).permute(2, 0, 3, 1, 4)
-        y = self.query_token + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, 1, C))
-        y = y + self.mlp(self.norm2(y))
-        return self.linear(y[:, 0])
-
-
-def pooled_head(dim, num_classes):
-    """MAE finetuning head on mean-pooled tokens: LayerNorm → Linear, weights init std 2e-5, zero bias."""
-    head = nn.Sequential(nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, num_classes))
-    nn.init.trunc_normal_(head[1].weight, std=2e-5)
-    nn.init.zeros_(head[1].bias)
-    return head
-
-
-class Classifier(nn.Module):
-    """The trained part of every protocol: [encoder] → [predictor: all positions, null action, task token] →
-    [mean pool] → heads. Its input is images when the encoder is trained, else the frozen target encoder's tokens
-    or its cached pooled features. `task`: None (every head on every row, each with its own task's token), an int
-    (that task's token and head on every row) or a LongTensor [B] (row-wise tasks; head t sees only task t's rows)."""
-    def __init__(self, heads, encoder=None, predictor=None, num_tasks=1, pool=False):
-        super().__init__()
-        self.encoder, self.predictor, self.heads, self.pool = encoder, predictor, nn.ModuleList(heads), pool
-        self.task_token = None
-        if num_tasks > 1:
-            self.task_token = nn.Parameter(torch.zeros(num_tasks, 1, predictor.predictor_embed.out_features))
-            nn.init.trunc_normal_(self.task_token, std=0.02, a=-0.04, b=0.04)
-
-    def forward(self, x, task=None):
-        if task is None and self.task_token is not None:  # one predictor pass per task token
-            return [self(x, t)[0] for t in range(len(self.heads))]
-        z = self.encoder(x) if self.encoder is not None else x
-        if self.predictor is not None:  # masks None: every position is context and every position is predicted
-            tok = None if self.task_token is None else self.task_token[task]
-            if isinstance(task, int) and tok is not None:
-                tok = tok.expand(len(z), -1, -1)
-            z = self.predictor(z, extra_tokens=tok)
-        if self.pool:
-            z = z.mean(1)
-        if task is None:
-            return [h(z) for h in self.heads]
-        if isinstance(task, int):
-            return [self.heads[task](z)]
-        return [h(z[task == t]) for t, h in enumerate(self.heads)]
-
-
 def epoch_batches(n, batch, rank, world, seed, epoch, start):
     """This rank's rows of the global batches start, start+1, ... of `epoch` (permutation seeded by seed, epoch):
     any world size sees the same global batches, and a resume starts mid-epoch without reading skipped data."""
@@ -153,25 +88,18 @@ def epoch_batches(n, batch, rank, world, seed, epoch, start):
 
 
 def load_models(cfg):
-    """(target encoder, predictor, the protocol's predictor is the pretrained one). Ours: the architecture comes
-    from the checkpoint's config; official I-JEPA files (no config): from the flags. --init random: fresh weights
-    (the baseline)."""
-    spec, ck = PROTOCOLS[cfg["protocol"]], None
-    if cfg["init"] == "checkpoint":
-        if not cfg["ckpt"]:
-            raise ValueError("--ckpt PATH is required (or --init random for the random-init baseline)")
-        ck = common.load_checkpoint(cfg["ckpt"])
-        if not isinstance(ck, dict) or "target_encoder" not in ck:
-            raise ValueError(f"{cfg['ckpt']} has no 'target_encoder' weights (not a train.py / I-JEPA checkpoint)")
-        cfg.update({k: ck["config"][k] for k in ARCH_KEYS if k in ck.get("config", {})})
-    encoder, predictor = M.build_models(dict(cfg, drop_path=cfg["drop_path"] if spec["mae"] else 0.0))
-    pretrained = ck is not None and cfg["predictor_init"] == "pretrained" and spec["predictor"] is not None
-    if ck is not None:  # the EMA target encoder: the one I-JEPA and IWM evaluate
-        M.load_state(encoder, ck["target_encoder"], name=f"{cfg['ckpt']}:target_encoder")
-        if pretrained:
-            if "predictor" not in ck:
-                raise ValueError(f"{cfg['ckpt']} has no 'predictor' weights; use --predictor_init random")
-            M.load_state(predictor, ck["predictor"], M.conditioning_keys(predictor), f"{cfg['ckpt']}:predictor")
+    """(target encoder, predictor, the protocol's predictor is the pretrained one), of the checkpoint or fresh (--init
+    random); cfg's architecture keys are set to the models' (saved with the run, checked on resume)."""
+    spec, given = PROTOCOLS[cfg["protocol"]], {k: cfg[k] for k in M.ARCH_KEYS if cfg[k]}
+    pretrained = cfg["init"] == "checkpoint" and cfg["predictor_init"] == "pretrained" and spec["predictor"] is not None
+    # the weights to load: none for --init random; the EMA target encoder (the one I-JEPA and IWM evaluate)
+    need = () if cfg["init"] == "random" else ("target_encoder", "predictor") if pretrained else ("target_encoder",)
+    if need and not cfg["ckpt"]:
+        raise ValueError("--ckpt PATH is required (or --init random for the random-init baseline)")
+    ck, run = M.load_checkpoint(cfg["ckpt"], given, need) if need else ({}, {**RANDOM_ARCH, **given})
+    cfg.update({k: run[k] for k in M.ARCH_KEYS})
+    arch = dict(cfg, drop_path=cfg["drop_path"] if spec["mae"] else 0.0)
+    _, encoder, predictor = M.build_from_checkpoint(ck, arch, len(augment.ACTION_NAMES), need, cfg["ckpt"])
     return encoder, predictor, pretrained
 
 
@@ -198,21 +126,12 @@ def build_data(cfg):
     elif spec["mae"]:
         tf = v2.Compose([tf, v2.RandAugment(num_ops=2, magnitude=cfg["randaug"]), v2.ToDtype(torch.float32, scale=True),
                          v2.Normalize(augment.MEAN, augment.STD), v2.RandomErasing(p=cfg["reprob"], value="random")])
-    train, val = (subset(data.build_dataset(cfg["data"], cfg["data_root"] or None, split, transform=t, size=size), n)
-                  for split, t, n in (("train", tf, cfg["train_images"]), ("val", data.eval_transform(size),
-                                                                               cfg["val_images"])))
+    splits = (("train", tf, cfg["train_images"]), ("val", data.eval_transform(size), cfg["val_images"]))
+    train, val = (data.subset(data.build_dataset(cfg["data"], cfg["data_root"] or None, split, transform=t, size=size),
+                              n) for split, t, n in splits)
     if len(train) < cfg["batch_size"]:
         raise ValueError(f"the train split has {len(train)} images, fewer than one batch of {cfg['batch_size']}")
     return train, val
-
-
-def subset(ds, n):
-    """n evenly spaced items (every class of a class-sorted folder is kept); 0 or n >= len: all of them."""
-    if not n or n >= len(ds):
-        return ds
-    sub = torch.utils.data.Subset(ds, torch.linspace(0, len(ds) - 1, n).long().tolist())
-    sub.label_names, sub.num_classes = ds.label_names, ds.num_classes
-    return sub
 
 
 def prep(imgs, device):
@@ -361,14 +280,10 @@ def headline(metrics, cfg, names):
 
 
 def resume(path, cfg, clf, opt, scaler):
-    """Load a run's model, optimizer and scaler state; returns its step."""
-    ck = common.load_checkpoint(path)
-    diff = common.config_diff(ck["config"], cfg, RESUME_KEYS)
-    if diff:
-        raise ValueError(f"{path} was trained with another config: {'; '.join(diff)}")
-    clf.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["opt"])
-    scaler.load_state_dict(ck["scaler"])
+    """Load a run's model, optimizer and scaler state, refusing a run of another config; returns its step."""
+    ck, _ = M.load_checkpoint(path, {k: cfg[k] for k in RESUME_KEYS}, need=("model", "opt", "scaler"))
+    for obj, key in ((clf, "model"), (opt, "opt"), (scaler, "scaler")):
+        obj.load_state_dict(ck[key])
     return ck["step"]
 
 

@@ -2,7 +2,7 @@
 and the world model p_φ, a narrow transformer predictor conditioned on the action a_{x→y}.
 
 The encoder and predictor follow I-JEPA (arXiv 2301.08243, §3 and App. A) with parameter names identical to the
-official code (facebookresearch/ijepa), so that released I-JEPA checkpoints load with `load_weights`:
+official code (facebookresearch/ijepa), so that released I-JEPA checkpoints load with `load_checkpoint`:
 `pos_embed, patch_embed.proj, blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}, norm` and
 `predictor_embed, mask_token, predictor_pos_embed, predictor_blocks.{j}.*, predictor_norm, predictor_proj`.
 Conditioning (IWM Table 1) adds its own modules (`action_mlp`, `action_tokens_*`); nothing else is renamed.
@@ -10,6 +10,7 @@ Conditioning (IWM Table 1) adds its own modules (`action_mlp`, `action_tokens_*`
 Masks are lists of LongTensors [B, K] of flat patch indices (masks.py); as in I-JEPA, the tokens selected by
 the i-th mask of a list are stacked along the batch dimension, so an output has batch size len(masks) * B.
 """
+import copy
 import math
 
 import torch
@@ -18,9 +19,11 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 VIT_PRESETS = {  # name: (width, depth, heads), I-JEPA / ViT paper sizes; "micro" is ours, for CPU quick starts
-    "micro": (128, 6, 4), "tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16), "huge": (1280, 32, 16)}
+    "micro": (128, 6, 4), "tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16),
+    "huge": (1280, 32, 16)}
 # Predictor sizes (depth × width, configs/): IWM-Inv 12×384, IWM-Equi 18×384 (ViT-L 36×512), I-JEPA ViT-B 6×384
-ACTION_DIM = 7  # a_{x→y}: 4 jitter differences + 3 destructive flags (augment.ACTION_NAMES)
+# The action width is not fixed here: model.py depends on torch alone, and augment.ACTION_NAMES is the one place
+# that defines a_{x→y}, so callers pass action_dim=len(augment.ACTION_NAMES) to build_models / Predictor.
 
 
 def sincos_pos_embed(dim, grid_h, grid_w):
@@ -162,7 +165,7 @@ def vit(name="base", **kw):
 
 class Predictor(nn.Module):
     """World model p_φ(z_x, a_{x→y}, m_a) (IWM §3): context tokens + one mask token per target position,
-    conditioned on the action a_{x→y} [B, 7] in one of three ways (IWM Table 1):
+    conditioned on the action a_{x→y} [B, action_dim] in one of three ways (IWM Table 1):
       none     - the action is ignored (I-JEPA);
       sequence - each action scalar becomes a token through its own Linear(1→Dp) (separate projections break
                  the permutation symmetry); these tokens get no position embedding and produce no output;
@@ -172,8 +175,8 @@ class Predictor(nn.Module):
                  with the residual, a conditioned predictor starts exactly as the unconditioned one, so official
                  I-JEPA predictor weights keep their behaviour when loaded).
     """
-    def __init__(self, grid, embed_dim=768, predictor_embed_dim=384, depth=6, num_heads=12, cond="feature",
-                 action_dim=ACTION_DIM, mlp_ratio=4.0):
+    def __init__(self, grid, embed_dim=768, predictor_embed_dim=384, depth=6, num_heads=12, cond="feature", *,
+                 action_dim, mlp_ratio=4.0):
         super().__init__()
         if cond not in ("none", "sequence", "feature"):
             raise ValueError(f"cond must be none, sequence or feature, got {cond!r}")
@@ -203,7 +206,8 @@ class Predictor(nn.Module):
 
     def forward(self, z, masks_x=None, masks=None, action=None, extra_tokens=None, one_pass=False):
         """z: context tokens [B, Kc, D] selected by masks_x (list of one [B, Kc]; None: z holds all N positions).
-        masks: target masks (list of [B, Kt]; None: predict every position). action: [B, 7] (None: null action).
+        masks: target masks (list of [B, Kt]; None: predict every position).
+        action: [B, action_dim] (None: null action).
         extra_tokens: [B, T, Dp] tokens appended to every sequence (task tokens for multitask finetuning).
         one_pass: predict the union of target blocks in one sequence instead of one sequence per block (I-JEPA
         default, blocks never attend to each other); about twice as fast, a speed option.
@@ -240,15 +244,16 @@ class Predictor(nn.Module):
         return x
 
 
-def build_models(cfg):
+def build_models(cfg, action_dim):
     """Encoder and predictor from a run config (train.py's keys, stored in every checkpoint): model, img_size,
-    patch_size, pred_depth, pred_width, cond, drop_path (optional)."""
+    patch_size, pred_depth, pred_width, cond, drop_path (optional). action_dim: the width of a_{x→y}, from the
+    caller (len(augment.ACTION_NAMES)), required so that it is never a second, stale copy here."""
     if cfg["model"] not in VIT_PRESETS:
         raise ValueError(f"unknown model {cfg['model']!r}; choose from {sorted(VIT_PRESETS)}")
     encoder = vit(cfg["model"], img_size=cfg["img_size"], patch_size=cfg["patch_size"],
                   drop_path=cfg.get("drop_path", 0.0))
     predictor = Predictor(encoder.grid, encoder.embed_dim, cfg["pred_width"], cfg["pred_depth"], encoder.num_heads,
-                          cfg["cond"])
+                          cfg["cond"], action_dim=action_dim)
     return encoder, predictor
 
 
@@ -279,8 +284,9 @@ def load_state(module, sd, allow_missing=(), name="module"):
     sd, own = clean_state_dict(sd), module.state_dict()
     missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     bad_missing = [k for k in missing if k not in set(allow_missing)]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and sd[k].shape != own[k].shape]
+    shape = lambda k: tuple(getattr(sd[k], "shape", ()))  # a foreign file may hold non-tensors: a mismatch too
+    shapes = [f"{k}: checkpoint {shape(k)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and (not torch.is_tensor(sd[k]) or sd[k].shape != own[k].shape)]
     if bad_missing or unexpected or shapes:
         raise ValueError(f"{name}: checkpoint does not match this config: missing {bad_missing[:6]}, "
                          f"unexpected {unexpected[:6]}, shape mismatch {shapes[:4]}")
@@ -288,18 +294,83 @@ def load_state(module, sd, allow_missing=(), name="module"):
     return missing
 
 
-def load_weights(path, encoder=None, predictor=None, target_encoder=None):
-    """Load an official I-JEPA checkpoint or one of ours (both hold dicts `encoder`, `predictor`,
-    `target_encoder`). An official predictor has no conditioning modules: exactly those keys may be missing.
-    Returns the loaded checkpoint dict (for its other entries)."""
+# ---------------------------------------------------------------------------------------------- checkpoints
+NETS = ("encoder", "target_encoder", "predictor")  # what train.py and official I-JEPA checkpoints hold
+SHAPE_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width")  # fixed by the weights' shapes
+ARCH_KEYS = SHAPE_KEYS + ("cond",)  # all that build_models reads from a run config
+
+
+def _infer_arch(ckpt):
+    """An official I-JEPA checkpoint stores no config: its architecture from the tensor shapes, and cond from the
+    predictor's conditioning modules (official ones have none). What cannot be told is left out."""
+    enc = clean_state_dict(ckpt["encoder"] if isinstance(ckpt.get("encoder"), dict) else ckpt["target_encoder"])
+    width, patch = enc["pos_embed"].shape[-1], enc["patch_embed.proj.weight"].shape[-1]
+    depth = len({k.split(".")[1] for k in enc if k.startswith("blocks.")})
+    run = dict(model=next((n for n, (w, d, _) in VIT_PRESETS.items() if (w, d) == (width, depth)), ""),
+               img_size=round(math.sqrt(enc["pos_embed"].shape[1])) * patch, patch_size=patch)
+    if isinstance(ckpt.get("predictor"), dict):
+        pred = clean_state_dict(ckpt["predictor"])
+        has = lambda prefix: any(k.startswith(prefix) for k in pred)
+        run.update(pred_width=pred["predictor_embed.weight"].shape[0],
+                   pred_depth=len({k.split(".")[1] for k in pred if k.startswith("predictor_blocks.")}),
+                   cond="feature" if has("action_mlp.") else "sequence" if has("action_tokens_") else "none")
+    return run
+
+
+def load_checkpoint(path, flags=None, need=NETS):
+    """(checkpoint dict, run config) of a train.py / finetune.py checkpoint or an official I-JEPA one, read with
+    weights_only (loading runs no code). The run config is the stored one, else what the tensor shapes imply.
+    `flags` {key: value}: the user's choices; any that differs from the checkpoint's config is refused, all of them
+    named (replacing it silently would run another model than the one asked for); they fill in what the shapes
+    cannot tell. `need`: the entries that must be state dicts. Errors: FileNotFoundError / ValueError, one line."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
-    for key, module in (("encoder", encoder), ("target_encoder", target_encoder), ("predictor", predictor)):
-        if module is None:
-            continue
-        if key not in ckpt:
-            raise ValueError(f"{path} has no {key!r} weights (it holds {sorted(ckpt)})")
-        load_state(module, ckpt[key], conditioning_keys(module) if key == "predictor" else (), f"{path}:{key}")
-    return ckpt
+    except Exception as e:  # truncated, text or a pickle of other classes; torch's message can span many lines
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise ValueError(f"cannot read checkpoint {path} (truncated, or not a torch.save file): "
+                         f"{type(e).__name__}: {first}") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is not a checkpoint: it holds a {type(ckpt).__name__}, not a dict")
+    absent = [repr(k) for k in need if not isinstance(ckpt.get(k), dict)]
+    if absent:
+        raise ValueError(f"{path} has no {' / '.join(absent)} weights; it holds {sorted(map(str, ckpt))[:8]}")
+    stored, flags = isinstance(ckpt.get("config"), dict), dict(flags or {})
+    try:
+        run = dict(ckpt["config"]) if stored else _infer_arch(ckpt)
+    except (KeyError, IndexError, AttributeError, TypeError) as e:
+        raise ValueError(f"cannot tell the architecture of {path} from its weights ({type(e).__name__}: {e})") \
+            from None
+    plain = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # JSON and torch.save keep tuples apart
+    bad = [f"--{k} {v} vs checkpoint {run.get(k)}" for k, v in flags.items()
+           if (stored or run.get(k)) and plain(v) != plain(run.get(k))]  # inferred: only what the shapes tell
+    if bad:
+        raise ValueError(f"{path}: flags contradict the checkpoint: {', '.join(bad)}")
+    run.update(flags)
+    unknown = [f"--{k}" for k in ARCH_KEYS if not run.get(k)]
+    if unknown:
+        raise ValueError(f"cannot tell {', '.join(unknown)} of {path} from its weights: pass {' '.join(unknown)}")
+    return ckpt, run
+
+
+def load_nets(ckpt, encoder=None, target_encoder=None, predictor=None, name="checkpoint"):
+    """Load the given networks strictly (load_state) from a checkpoint's state dicts. The predictor's conditioning
+    modules may be missing only where the checkpoint has none (official I-JEPA, or cond none): they keep their
+    fresh init, with which a feature-conditioned predictor starts as the unconditioned one."""
+    for key, module in zip(NETS, (encoder, target_encoder, predictor)):
+        if module is not None:
+            if not isinstance(ckpt.get(key), dict):
+                raise ValueError(f"{name} has no {key!r} weights")
+            sd = clean_state_dict(ckpt[key])
+            fresh = key == "predictor" and not any(k.startswith(("action_mlp.", "action_tokens_")) for k in sd)
+            load_state(module, sd, conditioning_keys(module) if fresh else (), f"{name}:{key}")
+
+
+def build_from_checkpoint(ckpt, run, action_dim, load=NETS, name="checkpoint"):
+    """(encoder, target encoder, predictor) of a run config (load_checkpoint's) with build_models; the target
+    encoder is a copy of the encoder. Those named in `load` are loaded (load_nets), the others stay fresh."""
+    encoder, predictor = build_models(run, action_dim)
+    nets = dict(zip(NETS, (encoder, copy.deepcopy(encoder), predictor)))
+    load_nets(ckpt, name=name, **{k: nets[k] for k in load})
+    return tuple(nets.values())

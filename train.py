@@ -44,7 +44,7 @@ CONFIG = dict(
     one_pass=False,
     # optimisation (I-JEPA App. A.1): global batch, lr warm-up + cosine, wd cosine, EMA momentum linear
     batch_size=2048, accum=1, epochs=300, max_steps=0, warmup_epochs=15.0, lr=1e-3, start_lr=1e-4, final_lr=1e-6,
-    weight_decay=0.04, final_weight_decay=0.4, ema=(0.996, 1.0),
+    weight_decay=0.04, final_weight_decay=0.4, ema=(0.996, 1.0), pred_lr_scale=1.0,  # predictor lr = lr · scale
     # VICReg terms (C-JEPA): weight · (sim, var, cov); weight 0 = off, except cjepa, which uses its paper's 0.001
     vicreg=(25.0, 25.0, 1.0), vicreg_weight=0.0,
     # system
@@ -108,10 +108,10 @@ def vicreg_terms(z, p, h):
 
 
 def views(imgs, src_p, tgt_p, aug, encoding):
-    """uint8 crops [B, 3, H, W] → source x, target y (float, [0, 1]) and the action a_{x→y} [B, 7] (IWM §3)."""
-    images = imgs.float().div_(255)
-    return augment.apply_params(images, src_p, aug), augment.apply_params(images, tgt_p, aug), \
-        augment.action_from_params(src_p, tgt_p, aug, encoding)
+    """uint8 crops [B, 3, H, W] → source x, target y (float, [0, 1]) and the action a_{x→y} [B, A] (IWM §3),
+    A = len(augment.ACTION_NAMES)."""
+    x, y, action, _ = augment.make_views(imgs, aug, params={"source": src_p, "target": tgt_p}, encoding=encoding)
+    return x, y, action
 
 
 @torch.no_grad()
@@ -220,7 +220,7 @@ def main(argv=None):
         common.fail("train.py", f"batch_size {cfg['batch_size']} must divide by world size {world} × accum {cfg['accum']}")
     torch.manual_seed(cfg["seed"])  # the same initial weights on every rank and in every run
     try:  # every bad input is found here, before any work starts
-        encoder, predictor = M.build_models(cfg)
+        encoder, predictor = M.build_models(cfg, len(augment.ACTION_NAMES))
         ds = data.build_dataset(cfg["data"], cfg["data_root"], "train", size=cfg["img_size"],
                                 transform=data.train_transform(cfg["img_size"], cfg["crop_scale"]),
                                 length=cfg["data_length"] or None)  # data_length: built-in data only
@@ -236,10 +236,13 @@ def main(argv=None):
 
 def train(cfg, rank, world, device, encoder, predictor, ds):
     amp = common.autocast_dtype(device, cfg["dtype"])
-    target_encoder = M.build_models(cfg)[0]
-    if cfg["init"]:  # official I-JEPA weights or ours; conditioning modules stay fresh
-        ck = M.load_weights(cfg["init"], encoder=encoder, predictor=predictor)
-        target_encoder.load_state_dict(M.clean_state_dict(ck.get("target_encoder", ck["encoder"])))
+    target_encoder = M.build_models(cfg, len(augment.ACTION_NAMES))[0]
+    if cfg["init"]:  # official I-JEPA weights or ours, of this run's sizes; conditioning the file lacks stays fresh
+        try:
+            ck, _ = M.load_checkpoint(cfg["init"], {k: cfg[k] for k in M.SHAPE_KEYS})
+            M.load_nets(ck, encoder, target_encoder, predictor, cfg["init"])
+        except (ValueError, FileNotFoundError) as e:
+            common.fail("train.py", e)
     else:
         target_encoder.load_state_dict(encoder.state_dict())
     target_encoder.requires_grad_(False)
@@ -247,8 +250,9 @@ def train(cfg, rank, world, device, encoder, predictor, ds):
         m.to(device)
         m.grad_ckpt = cfg["grad_ckpt"]
     nets = (encoder, predictor, target_encoder)
-    opt = common.make_adamw(common.param_groups({"encoder.": encoder, "predictor.": predictor}, cfg["weight_decay"]),
-                            cfg["lr"], device=device)
+    pred_scale = lambda name: cfg["pred_lr_scale"] if name.startswith("predictor.") else 1.0
+    opt = common.make_adamw(common.param_groups({"encoder.": encoder, "predictor.": predictor}, cfg["weight_decay"],
+                                                pred_scale), cfg["lr"], device=device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
 
     micro = cfg["batch_size"] // (world * cfg["accum"])
@@ -265,15 +269,11 @@ def train(cfg, rank, world, device, encoder, predictor, ds):
     step, os_ckpt = 0, os.path.join(cfg["out_dir"], "latest.pt")
     if cfg["resume"]:
         path = os_ckpt if cfg["resume"] == "latest" else cfg["resume"]
-        try:
-            ck = common.load_checkpoint(path)
-            diff = common.config_diff(ck["config"], cfg, ARCH_KEYS)
-            if diff:
-                raise ValueError(f"{path} was trained with another config: {'; '.join(diff)}")
+        try:  # a checkpoint of another architecture or method is refused, the differing keys named
+            ck, _ = M.load_checkpoint(path, {k: cfg[k] for k in ARCH_KEYS}, need=M.NETS + ("opt", "scaler"))
+            M.load_nets(ck, encoder, target_encoder, predictor, path)
         except (ValueError, FileNotFoundError) as e:
             common.fail("train.py", e)
-        for key, m in (("encoder", encoder), ("predictor", predictor), ("target_encoder", target_encoder)):
-            M.load_state(m, ck[key], name=key)
         opt.load_state_dict(ck["opt"])
         scaler.load_state_dict(ck["scaler"])
         step = ck["step"]

@@ -1,5 +1,5 @@
 """Why predictor finetuning on a laptop-scale pretrained encoder stays near chance (README Results, Table 4): trains
-the predictor-finetuning head (finetune.py's Classifier with a random predictor, or the attentive probe alone) on
+the predictor-finetuning head (heads.py's Classifier with a random predictor, or the attentive probe alone) on
 cached frozen target-encoder tokens, with the tokens as they are or standardised per channel (train-split mean /
 std over all tokens), and prints the share of the token variance that is position and that is per-image mean.
 
@@ -14,9 +14,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import augment  # noqa: E402
-import common  # noqa: E402
 import data  # noqa: E402
-import finetune as FT  # noqa: E402
+import heads  # noqa: E402
 import model as M  # noqa: E402
 
 p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -24,8 +23,11 @@ p.add_argument("--ckpt", required=True)
 p.add_argument("--label", default="color")
 p.add_argument("--epochs", type=int, default=5)
 args = p.parse_args()
-ck = common.load_checkpoint(args.ckpt)
-size = ck["config"]["img_size"]
+try:
+    ck, run = M.load_checkpoint(args.ckpt, need=("target_encoder",))
+except (ValueError, FileNotFoundError) as e:
+    p.error(str(e))
+size = run["img_size"]
 
 
 def tokens(encoder, split, n):
@@ -38,10 +40,8 @@ def tokens(encoder, split, n):
 
 for init in ("pretrained", "random"):
     torch.manual_seed(0)
-    encoder, _ = M.build_models(ck["config"])
-    if init == "pretrained":
-        M.load_state(encoder, ck["target_encoder"])
-    encoder.eval()
+    load = ("target_encoder",) if init == "pretrained" else ()
+    encoder = M.build_from_checkpoint(ck, run, len(augment.ACTION_NAMES), load, args.ckpt)[1].eval()
     (ztr, ytr), (zva, yva) = tokens(encoder, "train", 2000), tokens(encoder, "val", 1000)
     var = lambda t: ((t - ztr.mean((0, 1))) ** 2).mean().item()
     tot = var(ztr)
@@ -50,9 +50,10 @@ for init in ("pretrained", "random"):
     for head in ("predictor", "attentive"):
         for scaled in (False, True):
             torch.manual_seed(0)
-            _, predictor = M.build_models(ck["config"])  # a random predictor: the paper's control
-            clf = FT.Classifier([FT.AttentiveHead(encoder.embed_dim, encoder.num_heads, int(ytr.max()) + 1)],
-                                predictor=predictor if head == "predictor" else None)
+            # a random predictor: the paper's control
+            _, predictor = M.build_models(run, len(augment.ACTION_NAMES))
+            clf = heads.Classifier([heads.AttentiveHead(encoder.embed_dim, encoder.num_heads, int(ytr.max()) + 1)],
+                                   predictor=predictor if head == "predictor" else None)
             mu, sd = (ztr.mean((0, 1)), ztr.std((0, 1))) if scaled else (0.0, 1.0)
             opt = torch.optim.AdamW(clf.parameters(), lr=1e-3, weight_decay=0.05)
             for _ in range(args.epochs):

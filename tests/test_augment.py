@@ -99,7 +99,7 @@ def test_make_views_shapes_determinism_and_target_clean():
     x, y, a, p = A.make_views(imgs, generator=torch.Generator().manual_seed(0))
     x2, y2, a2, _ = A.make_views(imgs, generator=torch.Generator().manual_seed(0))
     x3, _, _, _ = A.make_views(imgs, generator=torch.Generator().manual_seed(1))
-    assert x.shape == y.shape == (8, 3, 32, 32) and a.shape == (8, 7) and x.dtype == torch.float32
+    assert x.shape == y.shape == (8, 3, 32, 32) and a.shape == (8, len(A.ACTION_NAMES)) and x.dtype == torch.float32
     assert torch.equal(x, x2) and torch.equal(y, y2) and torch.equal(a, a2)
     assert not torch.equal(x, x3)
     assert 0 <= float(x.min()) and float(x.max()) <= 1
@@ -124,14 +124,15 @@ def test_probabilities():
 def test_ijepa_preset_is_identity():
     imgs = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
     x, y, a, _ = A.make_views(imgs, A.PRESETS["ijepa"], generator=torch.Generator().manual_seed(0))
-    assert torch.equal(x, imgs / 255) and torch.equal(y, imgs / 255) and torch.equal(a, torch.zeros(4, 7))
+    assert torch.equal(x, imgs / 255) and torch.equal(y, imgs / 255)
+    assert torch.equal(a, torch.zeros(4, len(A.ACTION_NAMES)))
 
 
 def test_cpu_generator_drives_other_device_and_b1():
     # B = 1 (inside a loader worker) and float input work the same way
     img = torch.rand(1, 3, 16, 16)
     x, y, a, _ = A.make_views(img, generator=torch.Generator().manual_seed(5))
-    assert x.shape == (1, 3, 16, 16) and a.shape == (1, 7)
+    assert x.shape == (1, 3, 16, 16) and a.shape == (1, len(A.ACTION_NAMES))
 
 
 def test_cpu_chunking_gives_the_whole_batch_result(monkeypatch):
@@ -233,3 +234,84 @@ def test_apply_params_cuda_cpu_params_skip_bit_identical():
         assert torch.equal(skipped, A.apply_params(img, on_gpu, A.PRESETS[preset])), preset
         ref = _reference_apply_params(img.cpu(), p, A.PRESETS[preset])
         assert torch.allclose(skipped.cpu(), ref, atol=3e-3)  # the blur's cuDNN convolutions run in TF32 by default
+
+
+# augment.py is the single source of truth for a_{x→y} (issue 13): draws, presets, MRR sources and the action width
+# all follow its names. The draw layout is pinned below, then a dummy destructive transform is registered the way a
+# real one would be and every consumer must see it without another edit.
+def test_draw_layout_is_one_row_per_name_then_sigma():
+    p = A.sample_params(500, A.IWM, destructive=True, generator=torch.Generator().manual_seed(0))
+    u = torch.rand(len(A.ACTION_NAMES) + 2, 500, generator=torch.Generator().manual_seed(0))
+    jitter = u[0] < 0.8
+    assert torch.equal(p["jitter"], jitter)
+    assert torch.equal(p["brightness"], torch.where(jitter, 0.6 + u[1] * 0.8, torch.ones(500)))
+    assert torch.equal(p["hue"], torch.where(jitter, (2 * u[4] - 1) * 0.1, torch.zeros(500)))
+    for j, name in enumerate(A.DESTRUCTIVE, start=5):
+        assert torch.equal(p[name], u[j] < 0.2), name
+    assert torch.equal(p["sigma"], 0.1 + u[-1] * 1.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class InvertConfig(A.AugmentConfig):
+    invert_p: float = 0.5
+
+
+@pytest.fixture
+def invert(monkeypatch):
+    """A dummy destructive transform: its name appended, a probability field (InvertConfig) and an op."""
+    names = A.ACTION_NAMES + ("invert",)
+    monkeypatch.setattr(A, "ACTION_NAMES", names)
+    monkeypatch.setattr(A, "DESTRUCTIVE", names[len(A.JITTER):])
+    monkeypatch.setitem(A.DESTRUCTIVE_OPS, "invert", lambda x, p, cfg: 1.0 - x)
+    return InvertConfig()
+
+
+def test_new_destructive_op_gets_its_own_draw_and_is_applied(invert):
+    gen, n = lambda: torch.Generator().manual_seed(0), 1000
+    p = A.sample_params(n, invert, destructive=True, generator=gen())
+    u = torch.rand(len(A.ACTION_NAMES) + 2, n, generator=gen())  # jitter switch, 8 names, then sigma
+    assert len(u) == 10 and torch.equal(p["invert"], u[8] < 0.5)  # its own row, not sigma's
+    assert torch.equal(p["sigma"], 0.1 + u[9] * 1.9)
+    assert torch.equal(p["blur"], u[6] < 0.2)  # the existing transforms keep their rows
+    assert not A.sample_params(n, invert, destructive=False, generator=gen())["invert"].any()  # never the target
+    img = torch.rand(3, 3, 8, 8)
+    q = _params(3, A.make_presets(invert)["ijepa"], True, 0)
+    q["invert"] = torch.tensor([True, False, False])
+    out = A.apply_params(img, q, invert)
+    assert torch.equal(out[0], 1.0 - img[0]) and torch.equal(out[1:], img[1:])
+
+
+def test_new_destructive_op_is_off_in_presets_and_clean_mrr_source(invert):
+    import evaluate_mrr as E
+    presets = A.make_presets(invert)
+    assert presets["iwm"].invert_p == presets["strong"].invert_p == 0.5
+    for name in ("jitter", "ijepa"):  # presets without destructive transforms do not apply the new one
+        assert presets[name].invert_p == 0.0, name
+        assert not A.sample_params(500, presets[name], destructive=True)["invert"].any()
+    assert E.sources() == ("clean", "grayscale", "blur", "solarize", "invert")
+    assert E.source_config(invert, "clean").invert_p == 0.0
+    forced = E.source_config(invert, "invert")
+    assert forced.invert_p == 1.0 and forced.jitter_p == forced.grayscale_p == forced.blur_p == 0.0
+    with pytest.raises(ValueError, match="unknown MRR source"):
+        E.source_config(invert, "posterize")
+
+
+def test_new_destructive_op_widens_the_action_and_the_mrr(invert):
+    import evaluate_mrr as E
+    import model as M
+    x, y, a, p = A.make_views(torch.rand(6, 3, 16, 16), invert, generator=torch.Generator().manual_seed(0))
+    assert a.shape == (6, 8) and torch.equal(a[:, -1], p["source"]["invert"].float())
+    torch.manual_seed(0)
+    enc, pred = M.build_models(dict(model="micro", img_size=16, patch_size=8, pred_depth=1, pred_width=32,
+                                    cond="feature"), len(A.ACTION_NAMES))
+    res = E.mrr_score(enc.eval(), enc, pred.eval(), torch.rand(1, 3, 16, 16), invert, bank_size=4,
+                      sources=E.sources())
+    assert "mrr/invert" in res and pred.action_dim == 8
+
+
+def test_every_destructive_name_needs_an_op_and_a_probability(invert):
+    A.check_names(InvertConfig)
+    with pytest.raises(ValueError, match="invert"):
+        A.check_names(A.AugmentConfig)  # no invert_p field
+    with pytest.raises(ValueError, match="invert"):
+        A.check_names(InvertConfig, {k: v for k, v in A.DESTRUCTIVE_OPS.items() if k != "invert"})

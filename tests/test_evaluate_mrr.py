@@ -11,6 +11,7 @@ from torchvision.io import read_image
 import augment
 import evaluate_mrr as E
 import model as M
+from conftest import assert_one_line_error
 
 # blur sigma fixed so that every source view is a deterministic function of the image (the oracle looks it up)
 AUG = dataclasses.replace(augment.PRESETS["iwm"], blur_sigma=(1.0, 1.0))
@@ -86,7 +87,8 @@ def test_null_action_sends_the_oracle_to_chance(nets):
 def test_action_blind_and_constant_predictors_at_most_chance(nets):
     enc, tgt, imgs = nets
     torch.manual_seed(2)
-    blind = M.Predictor(enc.grid, 48, 24, depth=1, num_heads=3, cond="none").eval()
+    blind = M.Predictor(enc.grid, 48, 24, depth=1, num_heads=3, cond="none", action_dim=len(augment.ACTION_NAMES))
+    blind.eval()
     res = score(enc, tgt, blind, imgs, bank_size=64)
     assert abs(res["chance"] - sum(1 / r for r in range(1, 65)) / 64) < 1e-12
     assert res["mrr"] < 0.1 and res["mrr"] <= res["chance"] + 1e-6
@@ -109,7 +111,8 @@ def test_ties_count_against_the_entry():
 def test_deterministic_from_seed_and_independent_of_other_sources(nets):
     enc, tgt, imgs = nets
     torch.manual_seed(3)
-    pred = M.Predictor(enc.grid, 48, 24, depth=1, num_heads=3, cond="feature").eval()
+    pred = M.Predictor(enc.grid, 48, 24, depth=1, num_heads=3, cond="feature", action_dim=len(augment.ACTION_NAMES))
+    pred.eval()
     a = score(enc, tgt, pred, imgs, sources=E.SOURCES)
     assert a == score(enc, tgt, pred, imgs, sources=E.SOURCES)
     assert a["mrr/clean"] == score(enc, tgt, pred, imgs)["mrr/clean"]  # the bank is drawn first
@@ -154,7 +157,7 @@ RUN = dict(model="micro", img_size=32, patch_size=8, pred_depth=1, pred_width=32
 def save_ckpt(path, cond="feature", config=True, prefix="", drop=(), _built={}):
     if cond not in _built:  # building even a micro ViT is slow on a loaded CPU: once per conditioning
         torch.manual_seed(0)
-        _built[cond] = M.build_models({**RUN, "cond": cond})
+        _built[cond] = M.build_models({**RUN, "cond": cond}, len(augment.ACTION_NAMES))
     enc, pred = _built[cond]
     sd = {"encoder": enc.state_dict(), "target_encoder": enc.state_dict(), "predictor": pred.state_dict()}
     sd = {k: {prefix + n: t for n, t in v.items()} for k, v in sd.items() if k not in drop}
@@ -199,6 +202,12 @@ def test_cli_errors_are_one_line(ckpts, capsys, args, message):
         E.main([a.format(**ckpts) for a in args])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_cli_bad_checkpoint_files_are_one_line(bad_checkpoint, capsys):
+    with pytest.raises(SystemExit) as e:
+        E.main(["--ckpt", bad_checkpoint, "--images", "1", "--bank", "4"])
+    assert_one_line_error(e, capsys.readouterr().err, bad_checkpoint)
 
 
 def test_oracle_error_is_zero_and_the_bank_spread_is_not(nets):

@@ -5,8 +5,10 @@ import pathlib
 import pytest
 import torch
 
+import augment
 import finetune
 import model as M
+from conftest import assert_one_line_error
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARCH = dict(model="micro", img_size=32, patch_size=8, pred_depth=1, pred_width=64, cond="feature")
@@ -23,7 +25,7 @@ def one_thread():  # 2 shared cores: intra-op threads fighting other processes m
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
-    enc, pred = M.build_models(ARCH)
+    enc, pred = M.build_models(ARCH, len(augment.ACTION_NAMES))
     path = tmp_path_factory.mktemp("ckpt") / "pretrained.pt"
     torch.save({"encoder": enc.state_dict(), "predictor": pred.state_dict(), "target_encoder": enc.state_dict(),
                 "config": ARCH}, path)
@@ -65,7 +67,7 @@ def test_layer_decay_scale_is_decay_power_of_depth_from_top():
 
 
 def test_encoder_param_groups_get_layer_decay_and_head_full_lr():
-    enc, pred = M.build_models(ARCH)
+    enc, pred = M.build_models(ARCH, len(augment.ACTION_NAMES))
     cfg = dict(finetune.CONFIG, protocol="end_to_end")
     clf, scale = finetune.build(cfg, enc, pred, True, [3, 4, 5], [1])
     L = len(enc.blocks)
@@ -93,7 +95,7 @@ def assert_frozen(ckpt, encoder):
 
 
 def test_predictor_protocol_trains_predictor_only(ckpt, tmp_path, captured):
-    metrics = run(ckpt, tmp_path, "predictor", "--steps", "2")
+    metrics = run(ckpt, tmp_path, "predictor", "--steps", "2", "--model", "micro")  # agrees with the checkpoint
     assert metrics["step"] == 2 and 0 <= metrics["top1"] <= 100 and captured["pretrained"]
     assert_frozen(ckpt, captured["encoder"])
     saved, ref = torch.load(tmp_path / "latest.pt")["model"], torch.load(ckpt)["predictor"]
@@ -200,3 +202,19 @@ def test_bad_input_is_a_one_line_error(ckpt, tmp_path, capsys):
             finetune.main(flags + ["--out_dir", str(tmp_path)])
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("finetune.py: error:"), err
+
+
+def test_bad_checkpoint_files_are_one_line_errors(bad_checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        finetune.main(["--ckpt", bad_checkpoint, "--out_dir", str(tmp_path)])
+    assert_one_line_error(e, capsys.readouterr().err, bad_checkpoint)
+
+
+def test_refuses_flags_that_contradict_the_checkpoint(ckpt, tmp_path, capsys):
+    """As evaluate_mrr: an architecture flag that is set and differs from the checkpoint's config is an error (it
+    used to be replaced silently by the checkpoint's value); flags left empty take the checkpoint's."""
+    with pytest.raises(SystemExit) as e:
+        run(ckpt, tmp_path, "linear", "--img_size", "64", "--cond", "none")
+    err = capsys.readouterr().err
+    assert_one_line_error(e, err, str(ckpt))
+    assert "--img_size 64 vs checkpoint 32, --cond none vs checkpoint feature" in err

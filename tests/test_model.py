@@ -4,6 +4,7 @@ import torch
 
 import model as M
 
+A = 7  # action width: the model is told it (build_models / Predictor) and does not know what the columns mean
 
 def small_encoder(**kw):
     return M.VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, **kw)
@@ -61,13 +62,13 @@ def test_sdpa_matches_manual_attention():
 def test_predictor_conditioning(cond):
     torch.manual_seed(0)
     enc = small_encoder()
-    pred = M.Predictor(enc.grid, 48, 32, depth=2, num_heads=4, cond=cond).eval()
+    pred = M.Predictor(enc.grid, 48, 32, depth=2, num_heads=4, cond=cond, action_dim=A).eval()
     if cond == "feature":  # zero-initialised residual: give it weights, as training would
         torch.nn.init.normal_(pred.action_mlp[-1].weight, std=0.02)
     ctx = [torch.tensor([[0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15]])]
     tgts = [torch.tensor([[8, 9], [0, 1]]), torch.tensor([[12, 13], [2, 3]])]
     z = torch.randn(2, 6, 48)
-    a = torch.randn(2, 7)
+    a = torch.randn(2, A)
     out = pred(z, ctx, tgts, a)
     assert out.shape == (4, 2, 48)
     changed = not torch.allclose(out, pred(z, ctx, tgts, a + 1.0), atol=1e-5)
@@ -87,14 +88,14 @@ def test_predictor_conditioning(cond):
 
 def test_one_pass_equals_per_block_when_single_block():
     torch.manual_seed(0)
-    pred = M.Predictor((4, 4), 48, 32, depth=2, num_heads=4, cond="feature").eval()
+    pred = M.Predictor((4, 4), 48, 32, depth=2, num_heads=4, cond="feature", action_dim=A).eval()
     z, ctx, t = torch.randn(2, 6, 48), [torch.arange(6).expand(2, -1)], [torch.tensor([[8, 9], [12, 13]])]
     assert torch.allclose(pred(z, ctx, t), pred(z, ctx, t, one_pass=True), atol=1e-6)
 
 
 def test_extra_tokens_change_output():
     torch.manual_seed(0)
-    pred = M.Predictor((4, 4), 48, 32, depth=1, num_heads=4, cond="none").eval()
+    pred = M.Predictor((4, 4), 48, 32, depth=1, num_heads=4, cond="none", action_dim=A).eval()
     z = torch.randn(2, 16, 48)
     a, b = pred(z, extra_tokens=torch.randn(2, 1, 32)), pred(z, extra_tokens=torch.randn(2, 1, 32))
     assert a.shape == (2, 16, 48) and not torch.allclose(a, b)
@@ -106,15 +107,18 @@ def official_like_state(module, prefix="module."):
 
 def test_load_official_checkpoint(tmp_path):
     torch.manual_seed(0)
-    enc, src_pred = small_encoder(), M.Predictor((4, 4), 48, 32, depth=2, num_heads=3, cond="none")
+    enc, src_pred = small_encoder(), M.Predictor((4, 4), 48, 32, depth=2, num_heads=3, cond="none",
+                                               action_dim=A)
     ckpt = {"encoder": official_like_state(enc), "target_encoder": official_like_state(enc),
             "predictor": official_like_state(src_pred), "epoch": 3}
     path = tmp_path / "ijepa.pth.tar"
     torch.save(ckpt, path)
     enc2 = small_encoder()
-    pred2 = M.Predictor((4, 4), 48, 32, depth=2, num_heads=3, cond="feature")
-    out = M.load_weights(path, encoder=enc2, predictor=pred2)
+    pred2 = M.Predictor((4, 4), 48, 32, depth=2, num_heads=3, cond="feature", action_dim=A)
+    out, run = M.load_checkpoint(path, {"model": "tiny"})  # 48 wide is no preset: only a flag can name it
     assert out["epoch"] == 3
+    assert run == dict(model="tiny", img_size=32, patch_size=8, pred_width=32, pred_depth=2, cond="none")
+    M.load_nets(out, encoder=enc2, predictor=pred2, name=str(path))
     assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), enc2.state_dict().values()))
     assert torch.equal(pred2.predictor_proj.weight, src_pred.predictor_proj.weight)
     assert M.conditioning_keys(pred2)  # loaded with exactly these fresh
@@ -132,10 +136,56 @@ def test_load_refuses_partial_or_mismatched(tmp_path):
     with pytest.raises(ValueError, match="shape mismatch"):
         M.load_state(wider, enc.state_dict())
     torch.save({"encoder": enc.state_dict()}, tmp_path / "enc_only.pt")
-    with pytest.raises(ValueError, match="no 'predictor'"):
-        M.load_weights(tmp_path / "enc_only.pt", predictor=M.Predictor((4, 4), 48, 32, 1, 3))
-    with pytest.raises(FileNotFoundError):
-        M.load_weights(tmp_path / "nope.pt", encoder=enc)
+    with pytest.raises(ValueError, match="no 'target_encoder' / 'predictor' weights"):
+        M.load_checkpoint(tmp_path / "enc_only.pt")
+    with pytest.raises(ValueError, match="no 'predictor' weights"):
+        M.load_nets({"encoder": enc.state_dict()}, predictor=M.Predictor((4, 4), 48, 32, 1, 3, action_dim=A))
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        M.load_checkpoint(tmp_path / "nope.pt")
+
+
+MICRO = dict(model="micro", img_size=32, patch_size=8, pred_depth=1, pred_width=32, cond="feature")
+
+
+def test_one_loader_for_ours_and_official(tmp_path):
+    """An official file's architecture comes from its shapes, ours from its config; flags that contradict either
+    are refused, all named; build_from_checkpoint gives the three networks with the file's weights."""
+    torch.manual_seed(0)
+    enc, pred = M.build_models(MICRO, A)
+    nets = {"encoder": enc, "target_encoder": enc, "predictor": pred}
+    torch.save({k: official_like_state(m) for k, m in nets.items()}, tmp_path / "official.pt")
+    torch.save({**{k: m.state_dict() for k, m in nets.items()}, "config": {**MICRO, "method": "iwm"}},
+               tmp_path / "ours.pt")
+    for name in ("official.pt", "ours.pt"):
+        ck, run = M.load_checkpoint(tmp_path / name, {"patch_size": 8})  # agreeing flags are fine
+        assert {k: run[k] for k in M.ARCH_KEYS} == MICRO
+        built = M.build_from_checkpoint(ck, run, A)
+        assert torch.equal(built[1].blocks[0].attn.qkv.weight, enc.blocks[0].attn.qkv.weight)
+        assert torch.equal(built[2].action_mlp[0].weight, pred.action_mlp[0].weight)
+        with pytest.raises(ValueError, match="--img_size 64 vs checkpoint 32, --pred_depth 2 vs checkpoint 1"):
+            M.load_checkpoint(tmp_path / name, {"img_size": 64, "pred_depth": 2, "model": "micro"})
+    with pytest.raises(ValueError, match="--method ijepa vs checkpoint iwm"):  # a stored config: any key it holds
+        M.load_checkpoint(tmp_path / "ours.pt", {"method": "ijepa"})
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "checkpoint not found: "), (b"not a checkpoint\n", "cannot read checkpoint "),
+    ("truncated", "cannot read checkpoint "), ({"x": 1}, " has no 'encoder' / 'target_encoder' / 'predictor'"),
+    ([1, 2], " is not a checkpoint: it holds a list"),
+    ({"encoder": {"pos_embed": 1}, "target_encoder": {}, "predictor": {}}, "cannot tell the architecture of "),
+])
+def test_bad_checkpoint_files_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "bad.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "truncated":
+        torch.save({"encoder": small_encoder().state_dict()}, path)
+        path.write_bytes(path.read_bytes()[:1000])
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises((ValueError, FileNotFoundError)) as e:
+        M.load_checkpoint(path)
+    assert message in str(e.value) and str(path) in str(e.value) and "\n" not in str(e.value)
 
 
 def test_init_and_grad_checkpointing_same_result():
@@ -165,8 +215,21 @@ def test_drop_path_only_in_training():
 
 def test_feature_conditioning_starts_as_unconditioned():
     torch.manual_seed(0)
-    plain = M.Predictor((4, 4), 48, 32, depth=2, num_heads=4, cond="none").eval()
-    cond = M.Predictor((4, 4), 48, 32, depth=2, num_heads=4, cond="feature").eval()
+    plain = M.Predictor((4, 4), 48, 32, depth=2, num_heads=4, cond="none", action_dim=A).eval()
+    cond = M.Predictor((4, 4), 48, 32, depth=2, num_heads=4, cond="feature", action_dim=A).eval()
     M.load_state(cond, plain.state_dict(), M.conditioning_keys(cond))
     z, ctx, t = torch.randn(2, 6, 48), [torch.arange(6).expand(2, -1)], [torch.tensor([[8, 9], [12, 13]])]
-    assert torch.allclose(cond(z, ctx, t, torch.randn(2, 7)), plain(z, ctx, t), atol=1e-6)
+    assert torch.allclose(cond(z, ctx, t, torch.randn(2, A)), plain(z, ctx, t), atol=1e-6)
+
+
+@pytest.mark.parametrize("cond", ["none", "sequence", "feature"])
+def test_action_width_comes_from_the_caller(cond):
+    # augment.ACTION_NAMES is the one definition of a_{x→y}: model.py keeps no copy of its width (and no import of
+    # augment), build_models takes it from the caller, so an action with one more column needs no edit here
+    arch = dict(model="micro", img_size=32, patch_size=8, pred_depth=1, pred_width=32, cond=cond)
+    with pytest.raises(TypeError):
+        M.build_models(arch)
+    _, pred = M.build_models(arch, A + 1)
+    assert pred.action_dim == A + 1 and not hasattr(M, "ACTION_DIM") and not hasattr(M, "augment")
+    z = torch.randn(2, 16, 128)
+    assert pred.eval()(z, action=torch.randn(2, A + 1)).shape == (2, 16, 128)
