@@ -1,9 +1,14 @@
 """Plumbing shared by train.py, finetune.py, evaluate_mrr.py and bench.py: configuration from defaults + JSON
-files + `--key value` flags, torchrun/DDP set-up, precision, schedules, atomic checkpoints and the JSONL log.
-No paper content lives here; it keeps the scripts about the method."""
+files + `--key value` flags, torchrun/DDP set-up, precision and autocast, the generic warm-up and cosine curves,
+AdamW, atomic checkpoints, the JSONL log, graceful stops, peak memory and a plain DataLoader. No method content
+lives here: what follows which curve (I-JEPA App. A.1: lr, weight decay, EMA) is train.py's `schedules`, and which
+parameters get weight decay is model.py's `param_groups`, next to the parameter names it reads."""
+import contextlib
 import json
 import math
 import os
+import resource
+import signal
 import sys
 
 import torch
@@ -93,6 +98,14 @@ def setup_distributed():
     return rank, world, device
 
 
+def no_sync(modules, quiet):
+    """Gradient accumulation under DDP: when `quiet`, the DDP modules skip their gradient all-reduce inside."""
+    stack = contextlib.ExitStack()
+    for m in modules if quiet else ():
+        stack.enter_context(m.no_sync())
+    return stack
+
+
 def pick_device(name, device):
     return device if name == "auto" else torch.device(name)
 
@@ -106,6 +119,11 @@ def autocast_dtype(device, name="auto"):
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def autocast(device, dtype):
+    """The one autocast context of every script: `dtype` from autocast_dtype (None: fp32, autocast off)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def cosine(step, total, start, end):
     t = min(max(step / max(total, 1), 0.0), 1.0)
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * t))
@@ -116,24 +134,6 @@ def warmup_cosine(step, warmup, total, start_lr, lr, final_lr):
     if step < warmup:
         return start_lr + (lr - start_lr) * step / warmup
     return cosine(step - warmup, total - warmup, lr, final_lr)
-
-
-def param_groups(modules, weight_decay=0.0, lr_scale=None):
-    """AdamW groups: no weight decay on biases, norms, mask/task tokens (all 1-D or token parameters);
-    `lr_scale(name)` (optional) gives a per-parameter lr factor (layer-wise decay in finetuning)."""
-    groups = {}
-    for prefix, module in modules.items():
-        for name, p in module.named_parameters():
-            if not p.requires_grad:
-                continue
-            no_decay = p.ndim <= 1 or name.endswith(("token", "_bias")) or "pos_embed" in name
-            scale = lr_scale(f"{prefix}{name}") if lr_scale else 1.0
-            key = (no_decay, scale)
-            if key not in groups:
-                groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
-                               "no_decay": no_decay, "lr_scale": scale}
-            groups[key]["params"].append(p)
-    return list(groups.values())
 
 
 def make_adamw(groups, lr, betas=(0.9, 0.999), device=torch.device("cpu")):
@@ -172,7 +172,51 @@ class JsonlLog:
                 f.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}) + "\n")
 
 
+class GracefulStop:
+    """While it lives, Ctrl-C and SIGTERM (a cluster's pre-emption) set `.requested` instead of interrupting a step
+    or a checkpoint write; restore() puts the previous handlers back."""
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested = False
+        self.old = [signal.signal(s, self._request) for s in self.SIGNALS]
+
+    def _request(self, *_):
+        self.requested = True
+
+    def restore(self):
+        for s, handler in zip(self.SIGNALS, self.old):
+            signal.signal(s, handler)
+
+
+def peak_mem_gb(device):
+    """Peak memory of this process: the CUDA allocator's on GPU, else the resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
 def fail(prog, msg):
     """One-line error for bad input: no traceback, exit code 2 (argparse's)."""
     print(f"{prog}: error: {msg}", file=sys.stderr)
     sys.exit(2)
+
+
+def make_loader(dataset, batch_size, *, train, workers=0, seed=0, drop_last=None):
+    """A DataLoader for one process or for DDP (DistributedSampler when torch.distributed is initialised).
+    The caller must call `loader.sampler.set_epoch(epoch)` each epoch when the sampler has it (DDP), otherwise
+    every epoch repeats the same order; the single-process RandomSampler advances its own seeded generator."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    drop_last = train if drop_last is None else drop_last
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last)
+    elif train:
+        sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    else:
+        sampler = torch.utils.data.SequentialSampler(dataset)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed + 1))  # seeds the workers' RNGs (random transforms)

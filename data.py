@@ -1,4 +1,4 @@
-"""Datasets, transforms and loaders. Items are always (image uint8 [3, H, W], labels LongTensor [T]); every dataset
+"""Datasets, transforms and samplers. Items are always (image uint8 [3, H, W], labels LongTensor [T]); every dataset
 carries `label_names` and `num_classes` (T entries each), so probes and multitask finetuning (IWM §5, Table 7) treat
 all data alike.
 
@@ -10,6 +10,7 @@ all data alike.
 - `train_transform` is the shared random-resized crop + flip that makes I' in IWM §3 (per sample, on CPU); the
   per-view photometric part (colour jitter, blur, grayscale, solarize → the action a_{x→y}) is done batched on the
   device by augment.py.
+- `EpochIndexed` + `StepSampler` (train.py): which images a step sees and their crops are a function of the seed.
 """
 import colorsys
 import math
@@ -241,8 +242,8 @@ def build_dataset(name, root=None, split="train", transform=None, size=64, lengt
     if name == "imagefolder":
         path = os.path.join(root, split)
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"expected ImageNet-style folders {os.path.join(root, split, '<class>', '<image>.JPEG')}"
-                                    f"; got no folder {path}")
+            raise FileNotFoundError(f"expected ImageNet-style folders {os.path.join(path, '<class>', '<image>.JPEG')}; "
+                                    f"got no folder {path}")
         try:
             ds = torchvision.datasets.ImageFolder(path)
         except FileNotFoundError as e:  # no class folders, or a class folder without image files
@@ -277,6 +278,29 @@ class EpochIndexed(torch.utils.data.Dataset):
             # queue lazy CUDA seeding and cost ~4 ms per call
             torch.default_generator.manual_seed((self.seed * 1_000_003 + epoch) * 100_000_007 + i)
             return self.ds[i]
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Keys (epoch, i) of this rank's micro-batches for train.py. Global batch b of an epoch is perm[b·G:(b+1)·G] of
+    a permutation seeded by (seed, epoch); rank r, micro-step k takes its rows [(r·accum + k)·Bm, +Bm). Any
+    world × accum split of G sees the same images as one process with batch G, and a resume starts at any step
+    without reading skipped data."""
+    def __init__(self, n, global_batch, micro, rank, accum, seed):
+        self.n, self.G, self.Bm, self.rank, self.accum, self.seed = n, global_batch, micro, rank, accum, seed
+        self.steps, self.epoch, self.start = n // global_batch, 0, 0
+
+    def set_epoch(self, epoch, start_step=0):
+        self.epoch, self.start = epoch, start_step
+
+    def __len__(self):
+        return (self.steps - self.start) * self.accum * self.Bm
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch)).tolist()
+        for b in range(self.start, self.steps):
+            for k in range(self.accum):
+                lo = b * self.G + (self.rank * self.accum + k) * self.Bm
+                yield from ((self.epoch, i) for i in perm[lo:lo + self.Bm])
 
 
 def subset(ds, n):
@@ -359,27 +383,6 @@ def train_transform(size, scale=(0.3, 1.0)):
 
 def eval_transform(size):
     return CenterView(size)
-
-
-# ---------------------------------------------------------------------------------------------- loader
-def make_loader(dataset, batch_size, *, train, workers=0, seed=0, drop_last=None):
-    """A DataLoader for one process or for DDP (DistributedSampler when torch.distributed is initialised).
-    The caller must call `loader.sampler.set_epoch(epoch)` each epoch when the sampler has it (DDP), otherwise
-    every epoch repeats the same order; the single-process RandomSampler advances its own seeded generator."""
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    drop_last = train if drop_last is None else drop_last
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last)
-    elif train:
-        sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    else:
-        sampler = torch.utils.data.SequentialSampler(dataset)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
-        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        generator=torch.Generator().manual_seed(seed + 1))  # seeds the workers' RNGs (random transforms)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ entries and images. MRR ≈ 1: the predictor applies the transformation (equivar
 Where the paper is silent (recipe §5): the source latent comes from the online encoder f_θ on all patches, the
 bank latents are F.layer_norm(f_θ^EMA(b_k)) (the training target), distance = mean over patches of squared L2,
 ties count against the entry (a constant prediction cannot score above chance), and MRR is also reported per
-destructive source and per jitter component.
+destructive source and per jitter component. train.py's periodic check (in_training_eval: MRR on fixed images,
+the target tokens' health, ridge probes) is built from the same pieces, at the end of this file.
 
     python evaluate_mrr.py --ckpt runs/iwm/latest.pt --images 32 --bank 256 --png nn.png
     python evaluate_mrr.py --ckpt IN1K-vit.h.14-300e.pth.tar --data imagefolder --data_root /data/imagenet
@@ -84,16 +85,11 @@ def bank_config(aug_cfg, component=None):
     return cfg
 
 
-def _autocast(device):
-    dtype = common.autocast_dtype(device)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
 def target_latents(target_encoder, images01, chunk):
     """F.layer_norm(f_θ^EMA(x)) without affine (the training target), fp32, in chunks: [B, N, D]."""
     out = []
     for x in images01.split(chunk):
-        with _autocast(x.device):
+        with common.autocast(x.device, common.autocast_dtype(x.device)):
             z = target_encoder(augment.normalize(x))
         out.append(F.layer_norm(z.float(), z.shape[-1:]))
     return torch.cat(out)
@@ -102,7 +98,7 @@ def target_latents(target_encoder, images01, chunk):
 def predict(encoder, predictor, source01, actions, chunk):
     """Encode the source view [1, 3, H, W] once, then predict every position for each action [K, A] in chunks
     (A = len(augment.ACTION_NAMES))."""
-    with _autocast(source01.device):
+    with common.autocast(source01.device, common.autocast_dtype(source01.device)):
         z = encoder(augment.normalize(source01))
         out = [predictor(z.expand(len(a), -1, -1), None, None, a).float() for a in actions.split(chunk)]
     return torch.cat(out)
@@ -237,6 +233,55 @@ def nearest_neighbour_grid(encoder, target_encoder, predictor, images, aug_cfg, 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     save_image(torch.cat(rows).clamp(0, 1), path, nrow=2 + topk)
     return path
+
+
+# ---------------------------------------------------------------------------------------------- during training
+def ridge_probe(train_feats, train_y, val_feats, val_y, lam=1e-2):
+    """Cheap online probe: closed-form ridge regression on mean-pooled frozen features, one label column of
+    train_y / val_y [n, T] (a health signal while training, not the paper's protocol: finetune.py has those)."""
+    mu, sd = train_feats.mean(0), train_feats.std(0) + 1e-6
+    X, V = [(torch.cat([(f - mu) / sd, torch.ones_like(f[:, :1])], 1)).double() for f in (train_feats, val_feats)]
+    Y = F.one_hot(train_y, int(max(train_y.max(), val_y.max())) + 1).double()
+    W = torch.linalg.solve(X.T @ X + lam * len(X) * torch.eye(X.shape[1], dtype=X.dtype, device=X.device), X.T @ Y)
+    return ((V @ W).argmax(1) == val_y).float().mean().item()
+
+
+def in_training_eval(cfg, nets, eval_set, amp):
+    """train.py's evaluation (rank 0, train.py's config keys): the world model's MRR on a fixed set, the target
+    tokens' health (effective rank, variance by image / position: token_stats) and a ridge probe per label."""
+    encoder, predictor, target_encoder = nets
+    for m in nets:
+        m.eval()
+    aug = augment.PRESETS["strong" if cfg["augment"] == "strong" else "iwm"]  # I-JEPA has no jitter to invert
+    res = mrr_score(encoder, target_encoder, predictor, eval_set["mrr"], aug, bank_size=cfg["eval_bank"],
+                    generator=torch.Generator().manual_seed(0), encoding=cfg["action"])
+    out = {"mrr": res["mrr"], "mrr_chance": res["chance"]}
+    (tr_x, tr_y), (va_x, va_y) = eval_set["probe"]
+    with torch.no_grad(), common.autocast(tr_x.device, amp):
+        tr_f, va_f = [torch.cat([target_encoder(augment.normalize(b.float() / 255)).float().mean(1)
+                                 for b in x.split(256)]) for x in (tr_x, va_x)]
+    out.update(token_stats(target_latents(target_encoder, va_x[:256].float() / 255, 64)))
+    for t, name in enumerate(eval_set["labels"]):
+        out[f"probe/{name}"] = ridge_probe(tr_f, tr_y[:, t], va_f, va_y[:, t])
+    for m in (encoder, predictor):
+        m.train()
+    return out
+
+
+def fixed_eval_set(cfg, device):
+    """train.py's fixed evaluation images: `eval_images` val images for MRR, `probe_images` train and half as many
+    val images (with labels) for the probes, spread evenly over each split (as load_images)."""
+    val = data.build_dataset(cfg["data"], cfg["data_root"], "val", transform=data.eval_transform(cfg["img_size"]),
+                             size=cfg["img_size"])
+    train = data.build_dataset(cfg["data"], cfg["data_root"], "train", transform=data.eval_transform(cfg["img_size"]),
+                               size=cfg["img_size"])
+    def take(ds, n):
+        idx = torch.linspace(0, len(ds) - 1, min(n, len(ds))).long().tolist()  # spread over the classes
+        items = [ds[i] for i in idx]
+        return torch.stack([x for x, _ in items]).to(device), torch.stack([y for _, y in items]).to(device)
+    n = cfg["probe_images"]
+    return {"mrr": take(val, cfg["eval_images"])[0], "probe": (take(train, n), take(val, n // 2)),
+            "labels": val.label_names}
 
 
 def load_images(cfg, run, prog="evaluate_mrr.py"):

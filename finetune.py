@@ -3,7 +3,7 @@
 One script, one `--protocol`, one row of the table PROTOCOLS below: what trains, with which head and recipe. The
 predictor p_φ runs with all tokens as context, a mask token at every position and the null action. The multitask
 comparison (one single-task predictor per task, same budget) is scripts/multitask_baseline.py. The architecture is the
-checkpoint's; `--init random` is the random-init baseline of every table (--model/--img_size/..., else micro/32 px).
+checkpoint's; `--random_init true` is every table's random-init baseline (--model/--img_size/..., else micro/32 px).
 
     python finetune.py --protocol linear --ckpt runs/iwm/latest.pt --data shapes --label color
     torchrun --nproc_per_node=8 finetune.py --protocol predictor --ckpt IN1K-vit.h.14-300e.pth.tar --data imagefolder \
@@ -51,19 +51,20 @@ PROTOCOLS = {name: dict(zip(COLUMNS, row)) for name, row in {
 }.items()}
 RANDOM_ARCH = dict(model="micro", img_size=32, patch_size=8, pred_depth=2, pred_width=64, cond="none")
 CONFIG = dict(
-    protocol="linear", ckpt="", init="checkpoint", predictor_init="pretrained",  # init: checkpoint | random
-    # architecture: "" / 0 = the checkpoint's (--init random: RANDOM_ARCH's), so that a value set is the user's choice
+    protocol="linear", ckpt="", random_init=False, predictor_init="pretrained",  # predictor_init: pretrained | random
+    # architecture: "" / 0 = the checkpoint's (--random_init: RANDOM_ARCH's), so that a value set is the user's choice
     model="", img_size=0, patch_size=0, pred_depth=0, pred_width=0, cond="",  # refused where it contradicts the ckpt
     data="shapes", data_root="", label="", tasks="", crop_scale=(0.08, 1.0), workers=0,
     train_images=5000, val_images=1000,  # evenly spaced subsets for a CPU quick start; 0: the whole split
-    # optimisation: lr = blr · batch / 256 (blr 0: the table's); steps > 0 stops early (resumable)
-    epochs=10, steps=0, batch_size=64, blr=0.0, linear_lrs=(1e-3, 3e-3, 1e-2), warmup_epochs=1, weight_decay=0.05,
+    # optimisation: lr = blr · batch / 256 (blr 0: the table's); max_steps > 0 stops early (resumable)
+    epochs=10, max_steps=0, batch_size=64, blr=0.0, linear_lrs=(1e-3, 3e-3, 1e-2), warmup_epochs=1, weight_decay=0.05,
     # the MAE finetuning recipe (the table's mae column)
     layer_decay=0.65, drop_path=0.1, smoothing=0.1, mixup=0.8, cutmix=1.0, randaug=9, reprob=0.25,
-    device="auto", dtype="auto", seed=0, out_dir="runs/finetune", resume=False,
-    log_every=20, eval_every=1,  # eval_every: epochs (the final step is always evaluated)
+    device="auto", dtype="auto", seed=0, out_dir="runs/finetune", log_every=20,
+    resume="",  # a checkpoint path, or "latest" (out_dir/latest.pt), as in train.py
+    eval_every_epochs=1,  # the final step is always evaluated
 )
-RESUME_KEYS = M.ARCH_KEYS + ("protocol", "label", "tasks", "data", "batch_size", "epochs", "linear_lrs", "init",
+RESUME_KEYS = M.ARCH_KEYS + ("protocol", "label", "tasks", "data", "batch_size", "epochs", "linear_lrs", "random_init",
                            "predictor_init")
 
 
@@ -88,14 +89,14 @@ def epoch_batches(n, batch, rank, world, seed, epoch, start):
 
 
 def load_models(cfg):
-    """(target encoder, predictor, the protocol's predictor is the pretrained one), of the checkpoint or fresh (--init
-    random); cfg's architecture keys are set to the models' (saved with the run, checked on resume)."""
+    """(target encoder, predictor, the protocol's predictor is the pretrained one), of the checkpoint or fresh
+    (--random_init); cfg's architecture keys are set to the models' (saved with the run, checked on resume)."""
     spec, given = PROTOCOLS[cfg["protocol"]], {k: cfg[k] for k in M.ARCH_KEYS if cfg[k]}
-    pretrained = cfg["init"] == "checkpoint" and cfg["predictor_init"] == "pretrained" and spec["predictor"] is not None
-    # the weights to load: none for --init random; the EMA target encoder (the one I-JEPA and IWM evaluate)
-    need = () if cfg["init"] == "random" else ("target_encoder", "predictor") if pretrained else ("target_encoder",)
+    pretrained = not cfg["random_init"] and cfg["predictor_init"] == "pretrained" and spec["predictor"] is not None
+    # the weights to load: none for --random_init; the EMA target encoder (the one I-JEPA and IWM evaluate)
+    need = () if cfg["random_init"] else ("target_encoder", "predictor") if pretrained else ("target_encoder",)
     if need and not cfg["ckpt"]:
-        raise ValueError("--ckpt PATH is required (or --init random for the random-init baseline)")
+        raise ValueError("--ckpt PATH is required (or --random_init true for the random-init baseline)")
     ck, run = M.load_checkpoint(cfg["ckpt"], given, need) if need else ({}, {**RANDOM_ARCH, **given})
     cfg.update({k: run[k] for k in M.ARCH_KEYS})
     arch = dict(cfg, drop_path=cfg["drop_path"] if spec["mae"] else 0.0)
@@ -151,7 +152,7 @@ def extract(encoder, ds, cfg, rank, world, device, amp):
     feats, labels = [], []
     for imgs, y in loader(ds, [idx[i:i + cfg["batch_size"]] for i in range(0, len(idx), cfg["batch_size"])],
                           cfg["workers"], device):
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with common.autocast(device, amp):
             feats.append(encoder(prep(imgs, device)).float().mean(1))
         labels.append(y.to(device))
     return torch.cat(feats), torch.cat(labels)
@@ -202,7 +203,7 @@ def build(cfg, encoder, predictor, pretrained, num_classes, label_ids):
     return clf, scale
 
 
-def objective(cfg, net, encoder, label_ids, names, num_classes, device, autocast):
+def objective(cfg, net, encoder, label_ids, names, num_classes, device, amp):
     """(loss(x, labels), outputs(x, labels) → {metric suffix: (logits, targets)}) of the protocol."""
     spec, clf = PROTOCOLS[cfg["protocol"]], net.module if isinstance(net, DDP) else net
     C, lab, mix, smooth = num_classes[label_ids[0]], torch.tensor(label_ids, device=device), None, 0.0
@@ -237,7 +238,7 @@ def objective(cfg, net, encoder, label_ids, names, num_classes, device, autocast
         return sum(F.cross_entropy(o.float(), y, label_smoothing=smooth) for o in net(features(x)))
 
     def outputs(x, labels):
-        with autocast():
+        with common.autocast(device, amp):
             outs = clf(features(x))
         return {k: (o, column(labels, c)) for k, o, c in zip(keys, outs, cols)}
     return loss_fn, outputs
@@ -292,7 +293,6 @@ def run(cfg, rank, world, device):
     spec, main_rank = PROTOCOLS[cfg["protocol"]], rank == 0
     torch.manual_seed(cfg["seed"])  # heads, tokens and random-init models: the same on every rank
     amp = common.autocast_dtype(device, cfg["dtype"])
-    autocast = lambda: torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
     encoder, predictor, pretrained = load_models(cfg)
     train_ds, val_ds = build_data(cfg)
     label_ids, num_classes = task_labels(cfg, train_ds), list(train_ds.num_classes)
@@ -303,20 +303,20 @@ def run(cfg, rank, world, device):
     if spec["encoder"] == "frozen":  # frozen means frozen: no grad, eval mode (no drop path), never in the optimizer
         encoder.eval().requires_grad_(False)
     peak = (cfg["blr"] or spec["blr"]) * cfg["batch_size"] / 256 if spec["blr"] else 1.0  # grid: absolute lrs
-    opt = common.make_adamw(common.param_groups({"": clf}, cfg["weight_decay"], scale), peak, device=device)
+    opt = common.make_adamw(M.param_groups({"": clf}, cfg["weight_decay"], scale), peak, device=device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     path = os.path.join(cfg["out_dir"], "latest.pt")
-    step = resume(path, cfg, clf, opt, scaler) if cfg["resume"] else 0
+    step = resume(path if cfg["resume"] == "latest" else cfg["resume"], cfg, clf, opt, scaler) if cfg["resume"] else 0
     net = DDP(clf, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else clf
     spe, batches, val_batches = make_batches(cfg, encoder, train_ds, val_ds, rank, world, device, amp)
-    loss_fn, outputs = objective(cfg, net, encoder, label_ids, names, num_classes, device, autocast)
+    loss_fn, outputs = objective(cfg, net, encoder, label_ids, names, num_classes, device, amp)
 
-    total = cfg["epochs"] * spe  # the schedule spans all epochs; --steps only stops early (resume continues)
-    warmup, stop = min(cfg["warmup_epochs"] * spe, total), min(cfg["steps"] or total, total)
+    total = cfg["epochs"] * spe  # the schedule spans all epochs; --max_steps only stops early (resume continues)
+    warmup, stop = min(cfg["warmup_epochs"] * spe, total), min(cfg["max_steps"] or total, total)
     log = common.JsonlLog(os.path.join(cfg["out_dir"], "log.jsonl"), main_rank)
     if main_rank:
         os.makedirs(cfg["out_dir"], exist_ok=True)
-        src = "random init" if cfg["init"] == "random" else f"{cfg['ckpt']}: target encoder" + (
+        src = "random init" if cfg["random_init"] else f"{cfg['ckpt']}: target encoder" + (
             ", predictor" if pretrained else "")
         print(f"{cfg['protocol']}: from {src}; {M.count_params(clf) / 1e6:.2f}M trained params, labels {names}, "
               f"{len(train_ds)} train / {len(val_ds)} val images (--train_images/--val_images 0: whole split), "
@@ -329,7 +329,7 @@ def run(cfg, rank, world, device):
             torch.manual_seed((cfg["seed"] * 1_000_003 + step) * 1009 + rank)  # mixup, drop path: f(step), exact resume
             lr = common.warmup_cosine(step, warmup, total, 0.0, peak, 0.0)
             common.set_schedule(opt, lr)  # each group: lr × its factor (layer decay, predictor / 10, lr grid)
-            with autocast():
+            with common.autocast(device, amp):
                 loss = loss_fn(x, labels)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -344,7 +344,7 @@ def run(cfg, rank, world, device):
                 bar.set_postfix(loss=f"{loss_v:.4f}")
                 log.write(step=step, epoch=step / spe, loss=loss_v, lr=lr)
             epoch_end = step % spe == 0
-            if step == stop or (epoch_end and (step // spe) % cfg["eval_every"] == 0):
+            if step == stop or (epoch_end and (step // spe) % cfg["eval_every_epochs"] == 0):
                 metrics = evaluate(clf, val_batches(), outputs, device, world)
                 log.write(step=step, **metrics)
             if main_rank and (epoch_end or step == stop):
@@ -366,13 +366,13 @@ def setup(argv=None, prog="finetune.py", doc=None, defaults=CONFIG):
     default this module's docstring and the table."""
     table = "\n".join(f"  {name:11s}" + " ".join(f"{k}={v}" for k, v in row.items()) for name, row in PROTOCOLS.items())
     cfg = common.parse_config(defaults, argv, prog, doc or f"{__doc__}\nprotocols:\n{table}")
-    checks = {"protocol": PROTOCOLS, "init": ("checkpoint", "random"), "predictor_init": ("pretrained", "random")}
+    checks = {"protocol": PROTOCOLS, "predictor_init": ("pretrained", "random")}
     for key, allowed in checks.items():
         if cfg[key] not in allowed:
             common.fail(prog, f"--{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
     rank, world, device = common.setup_distributed()
-    if cfg["batch_size"] % world or cfg["epochs"] < 1 or cfg["eval_every"] < 1 or cfg["log_every"] < 1:
-        common.fail(prog, f"--batch_size must divide by the world size {world}; --epochs, --eval_every and "
+    if cfg["batch_size"] % world or cfg["epochs"] < 1 or cfg["eval_every_epochs"] < 1 or cfg["log_every"] < 1:
+        common.fail(prog, f"--batch_size must divide by the world size {world}; --epochs, --eval_every_epochs and "
                           "--log_every must be >= 1")
     return cfg, rank, world, common.pick_device(cfg["device"], device)
 

@@ -261,6 +261,25 @@ def count_params(module, trainable_only=True):
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def param_groups(modules, weight_decay=0.0, lr_scale=None):
+    """AdamW groups of {name prefix: module}: no weight decay on 1-D parameters (biases, norms) and, by the names
+    above, on tokens (`mask_token`, heads' `query_token` / `task_token`), `action_tokens_bias` and `pos_embed`.
+    `lr_scale(prefixed name)` (optional) gives a per-parameter lr factor (layer-wise decay in finetuning)."""
+    groups = {}
+    for prefix, module in modules.items():
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            no_decay = p.ndim <= 1 or name.endswith(("token", "_bias")) or "pos_embed" in name
+            scale = lr_scale(f"{prefix}{name}") if lr_scale else 1.0
+            key = (no_decay, scale)
+            if key not in groups:
+                groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+                               "no_decay": no_decay, "lr_scale": scale}
+            groups[key]["params"].append(p)
+    return list(groups.values())
+
+
 def clean_state_dict(sd):
     """Strip the `module.` (DDP) and `_orig_mod.` (torch.compile) prefixes that official and wrapped checkpoints
     carry, so that any of them loads into a plain module."""

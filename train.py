@@ -1,22 +1,22 @@
 """IWM pretraining (Garrido et al., arXiv 2403.00504, §3 and Fig. 2), with I-JEPA (arXiv 2301.08243) and C-JEPA
 (arXiv 2410.19560) as switches of the same loop.
 
-One step, in the paper's order:
+One step (`train_step`), in the paper's order:
   views (augment.py: target y = jitter of the crop I'; source x = another jitter + destructive transforms; action
   a_{x→y}) → masks (masks.py: context block, 4 target blocks) → target encoder f_θ^EMA(y), layer-normed, at the
   target positions → context encoder f_θ(x) on the context patches → world model p_φ(z_x, a_{x→y}, m_a) →
   squared L2 loss → AdamW step → EMA θ_EMA ← m·θ_EMA + (1−m)·θ.
+`setup` builds a run (networks, optimizer, data, resume state); `loop` steps it, logs, evaluates and saves.
 
-    python train.py --config configs/quickstart.json                     # built-in data, laptop CPU, ~10 min
+    python train.py --config configs/quickstart.json              # built-in data, laptop CPU (time: see README)
     torchrun --nproc_per_node=8 train.py --cond feature --data_root /data/imagenet     # the paper's IWM-Equi
 Every key below is a flag (`--key value` or `--key=value`); `--config f.json` loads several at once.
 """
-import contextlib
+import collections
 import os
-import resource
-import signal
 import sys
 import time
+import types
 
 import torch
 import torch.distributed as dist
@@ -29,7 +29,7 @@ import common
 import data
 import masks as masking
 import model as M
-from evaluate_mrr import collapse_warning, token_stats
+from evaluate_mrr import collapse_warning, fixed_eval_set, in_training_eval, token_stats
 
 CONFIG = dict(
     # data: the shared random-resized crop + flip I' happens per sample in the loader workers (data.py)
@@ -58,27 +58,35 @@ ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "con
              "action")
 
 
-class StepSampler(torch.utils.data.Sampler):
-    """Keys of this rank's micro-batches. Global batch b of an epoch is perm[b·G:(b+1)·G] of a permutation seeded by
-    (seed, epoch); rank r, micro-step k takes its rows [(r·accum + k)·Bm, +Bm). Any world × accum split of G sees
-    the same images as one process with batch G, and a resume starts at any step without reading skipped data."""
-    def __init__(self, n, global_batch, micro, rank, world, accum, seed):
-        self.n, self.G, self.Bm, self.rank, self.accum, self.seed = n, global_batch, micro, rank, accum, seed
-        self.steps = n // global_batch
-        self.epoch, self.start = 0, 0
+# The networks: `run.nets` holds the plain modules (weights, EMA, evaluation, checkpoints); `run.wrapped` what the
+# step calls: DDP around the two trained ones when world > 1, all three compiled with --compile, else the same.
+Nets = collections.namedtuple("Nets", "encoder predictor target_encoder")
 
-    def set_epoch(self, epoch, start_step=0):
-        self.epoch, self.start = epoch, start_step
 
-    def __len__(self):
-        return (self.steps - self.start) * self.accum * self.Bm
+def check_config(cfg, prog="train.py"):
+    """The method switches, and a one-line error for a bad choice. I-JEPA and C-JEPA mask only: no photometric
+    views, so no action to condition on; C-JEPA adds VICReg terms at its paper's weight."""
+    if cfg["method"] not in ("iwm", "ijepa", "cjepa"):
+        common.fail(prog, f"--method must be iwm, ijepa or cjepa, got {cfg['method']!r}")
+    if cfg["method"] != "iwm":
+        cfg.update(augment="ijepa", cond="none")
+    if cfg["method"] == "ijepa" and cfg["vicreg_weight"] > 0:
+        common.fail(prog, "I-JEPA has no VICReg terms: use --method cjepa (or --vicreg_weight 0)")
+    if cfg["method"] == "cjepa" and not cfg["vicreg_weight"]:
+        cfg["vicreg_weight"] = 0.001  # C-JEPA's weight (arXiv 2410.19560)
+    if cfg["augment"] not in augment.PRESETS or cfg["loss"] not in ("l2", "smooth_l1") \
+            or cfg["action"] not in augment.ENCODINGS:
+        common.fail(prog, f"--augment must be one of {sorted(augment.PRESETS)}, --loss l2 or smooth_l1, "
+                          f"--action one of {augment.ENCODINGS}")
+    return cfg
 
-    def __iter__(self):
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch)).tolist()
-        for b in range(self.start, self.steps):
-            for k in range(self.accum):
-                lo = b * self.G + (self.rank * self.accum + k) * self.Bm
-                yield from ((self.epoch, i) for i in perm[lo:lo + self.Bm])
+
+def schedules(cfg, step, warmup, total):
+    """(lr, weight decay, EMA momentum) at `step` (I-JEPA App. A.1): lr linear warm-up then cosine, weight decay
+    cosine, momentum linear."""
+    lr = common.warmup_cosine(step, warmup, total, cfg["start_lr"], cfg["lr"], cfg["final_lr"])
+    wd = common.cosine(step, total, cfg["weight_decay"], cfg["final_weight_decay"])
+    return lr, wd, cfg["ema"][0] + (cfg["ema"][1] - cfg["ema"][0]) * step / total
 
 
 def step_randomness(cfg, step, batch, grid, device):
@@ -135,91 +143,72 @@ def loss_terms(cfg, z, p, h):
     return loss
 
 
-def jepa_loss(cfg, nets, imgs, ctx, tgt, src_p, tgt_p, amp):
-    """The loss of one micro-batch: imgs uint8 crops [B, 3, H, W]; masks and view parameters for these rows."""
-    encoder, predictor, target_encoder = nets
-    x, y, action = views(imgs, src_p, tgt_p, augment.PRESETS[cfg["augment"]], cfg["action"])
-    with torch.autocast(imgs.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        h_all, h = targets(target_encoder, y, tgt)
-        z = encoder(augment.normalize(x), ctx)
-        p = predictor(z, ctx, tgt, action, one_pass=cfg["one_pass"])
-    stats = {"target_tokens": h_all.detach()}  # their health (token_stats) is logged at log steps
-    return loss_terms(cfg, z, p, h), stats
-
-
 def rows_of(tree, sl):
     if isinstance(tree, dict):
         return {k: v[sl] for k, v in tree.items()}
     return [m[sl] for m in tree]
 
 
-def ridge_probe(train_feats, train_y, val_feats, val_y, lam=1e-2):
-    """Cheap online probe: closed-form ridge regression on mean-pooled frozen features, one label column of
-    train_y / val_y [n, T] (a health signal while training, not the paper's protocol: finetune.py has those)."""
-    mu, sd = train_feats.mean(0), train_feats.std(0) + 1e-6
-    X, V = [(torch.cat([(f - mu) / sd, torch.ones_like(f[:, :1])], 1)).double() for f in (train_feats, val_feats)]
-    Y = F.one_hot(train_y, int(max(train_y.max(), val_y.max())) + 1).double()
-    W = torch.linalg.solve(X.T @ X + lam * len(X) * torch.eye(X.shape[1], dtype=X.dtype, device=X.device), X.T @ Y)
-    return ((V @ W).argmax(1) == val_y).float().mean().item()
-
-
-def evaluate(cfg, nets, eval_set, amp, label_names):
-    """Rank 0 only: the world model's MRR on a fixed set (evaluate_mrr.py), the target tokens' health
-    (effective rank, variance by image / position: evaluate_mrr.token_stats) and a ridge probe per label."""
-    from evaluate_mrr import mrr_score, target_latents
-    encoder, predictor, target_encoder = nets
-    for m in nets:
-        m.eval()
-    aug = augment.PRESETS["strong" if cfg["augment"] == "strong" else "iwm"]  # I-JEPA has no jitter to invert
-    res = mrr_score(encoder, target_encoder, predictor, eval_set["mrr"], aug, bank_size=cfg["eval_bank"],
-                    generator=torch.Generator().manual_seed(0), encoding=cfg["action"])
-    out = {"mrr": res["mrr"], "mrr_chance": res["chance"]}
-    (tr_x, tr_y), (va_x, va_y) = eval_set["probe"]
-    with torch.no_grad(), torch.autocast(tr_x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        tr_f, va_f = [torch.cat([target_encoder(augment.normalize(b.float() / 255)).float().mean(1)
-                                 for b in x.split(256)]) for x in (tr_x, va_x)]
-    out.update(token_stats(target_latents(target_encoder, va_x[:256].float() / 255, 64)))
-    for t, name in enumerate(label_names):
-        out[f"probe/{name}"] = ridge_probe(tr_f, tr_y[:, t], va_f, va_y[:, t])
-    for m in (encoder, predictor):
-        m.train()
-    return out
-
-
-def fixed_eval_set(cfg, device):
-    val = data.build_dataset(cfg["data"], cfg["data_root"], "val", transform=data.eval_transform(cfg["img_size"]),
-                             size=cfg["img_size"])
-    train = data.build_dataset(cfg["data"], cfg["data_root"], "train", transform=data.eval_transform(cfg["img_size"]),
-                               size=cfg["img_size"])
-    def take(ds, n):
-        idx = torch.linspace(0, len(ds) - 1, min(n, len(ds))).long().tolist()  # spread over the classes
-        items = [ds[i] for i in idx]
-        return torch.stack([x for x, _ in items]).to(device), torch.stack([y for _, y in items]).to(device)
-    n = cfg["probe_images"]
-    return {"mrr": take(val, cfg["eval_images"])[0], "probe": (take(train, n), take(val, n // 2)),
-            "labels": val.label_names}
+def train_step(run, step, micro_batches, lap=None, log=False):
+    """One step of IWM §3 (Fig. 2) on `accum` micro-batches of uint8 crops I' [Bm, 3, H, W] on the device: views →
+    masks → targets → context encoder → predictor → loss → AdamW → EMA. lap(stage) (bench.py) is called as each
+    stage ends; log: also the grad norm. Returns lr, wd, momentum and, on the device (no sync), the micro-batch
+    losses, the last one's target tokens and the grad norm (None unless log)."""
+    cfg, accum, wrapped = run.cfg, run.cfg["accum"], run.wrapped
+    mark = lap or (lambda stage: None)
+    lr, wd, m = schedules(cfg, step, run.warmup, run.total)
+    common.set_schedule(run.opt, lr, wd)
+    draws = step_randomness(cfg, step, cfg["batch_size"], run.nets.encoder.grid, run.device)  # global batch
+    mark("masks + params")
+    losses = []
+    for k, imgs in enumerate(micro_batches):
+        lo = (run.rank * accum + k) * run.micro  # this rank's rows of the global batch
+        ctx, tgt, src_p, tgt_p = (rows_of(d, slice(lo, lo + run.micro)) for d in draws)
+        with common.no_sync((wrapped.encoder, wrapped.predictor), run.world > 1 and k < accum - 1):  # DDP: last syncs
+            x, y, action = views(imgs, src_p, tgt_p, augment.PRESETS[cfg["augment"]], cfg["action"])
+            mark("augment")
+            with common.autocast(run.device, run.amp):
+                h_all, h = targets(wrapped.target_encoder, y, tgt)
+                mark("target fwd")
+                z = wrapped.encoder(augment.normalize(x), ctx)
+                mark("context fwd")
+                p = wrapped.predictor(z, ctx, tgt, action, one_pass=cfg["one_pass"])
+            loss = loss_terms(cfg, z, p, h)
+            mark("predictor fwd")
+            if lap:  # z's gradient is complete where the predictor's backward ends and the encoder's begins
+                z.register_hook(lambda grad: lap("predictor bwd"))
+            run.scaler.scale(loss / accum).backward()
+            mark("context bwd")
+        losses.append(loss.detach())
+    gnorm = None
+    if log:
+        run.scaler.unscale_(run.opt)
+        gnorm = torch.nn.utils.get_total_norm([p.grad for p in run.trained if p.grad is not None])
+    run.scaler.step(run.opt)
+    run.scaler.update()
+    run.opt.zero_grad(set_to_none=True)
+    mark("optimizer")
+    with torch.no_grad():  # one fused foreach kernel: θ_EMA ← θ_EMA + (1−m)(θ − θ_EMA)
+        torch._foreach_lerp_(run.ema_target, run.ema_source, 1.0 - m)
+    mark("EMA")
+    return {"losses": losses, "target_tokens": h_all.detach(), "grad_norm": gnorm, "lr": lr, "wd": wd, "momentum": m}
 
 
 def main(argv=None):
-    cfg = common.parse_config(CONFIG, argv, "train.py", __doc__)
-    if cfg["method"] not in ("iwm", "ijepa", "cjepa"):
-        common.fail("train.py", f"--method must be iwm, ijepa or cjepa, got {cfg['method']!r}")
-    if cfg["method"] != "iwm":  # I-JEPA / C-JEPA: masking only, so there is no action to condition on
-        cfg.update(augment="ijepa", cond="none")
-    if cfg["method"] == "ijepa" and cfg["vicreg_weight"] > 0:
-        common.fail("train.py", "I-JEPA has no VICReg terms: use --method cjepa (or --vicreg_weight 0)")
-    if cfg["method"] == "cjepa" and not cfg["vicreg_weight"]:
-        cfg["vicreg_weight"] = 0.001  # C-JEPA's weight (arXiv 2410.19560)
-    if cfg["augment"] not in augment.PRESETS or cfg["loss"] not in ("l2", "smooth_l1") \
-            or cfg["action"] not in augment.ENCODINGS:
-        common.fail("train.py", f"--augment must be one of {sorted(augment.PRESETS)}, --loss l2 or smooth_l1, "
-                                f"--action one of {augment.ENCODINGS}")
+    cfg = check_config(common.parse_config(CONFIG, argv, "train.py", __doc__))
     rank, world, device = common.setup_distributed()
     device = common.pick_device(cfg["device"], device)
     if cfg["batch_size"] % (world * cfg["accum"]):
-        common.fail("train.py", f"batch_size {cfg['batch_size']} must divide by world size {world} × accum {cfg['accum']}")
+        common.fail("train.py", f"batch_size {cfg['batch_size']} must divide by world size {world} × accum "
+                                f"{cfg['accum']}")
+    return loop(setup(cfg, rank, world, device))
+
+
+def setup(cfg, rank, world, device):
+    """The run of this config: `build`'s networks, optimizer and resume state, plus the data loader. Every bad
+    input fails here with a one-line error, before any work starts."""
     torch.manual_seed(cfg["seed"])  # the same initial weights on every rank and in every run
-    try:  # every bad input is found here, before any work starts
+    try:
         encoder, predictor = M.build_models(cfg, len(augment.ACTION_NAMES))
         ds = data.build_dataset(cfg["data"], cfg["data_root"], "train", size=cfg["img_size"],
                                 transform=data.train_transform(cfg["img_size"], cfg["crop_scale"]),
@@ -231,190 +220,175 @@ def main(argv=None):
                              min_keep=cfg["min_keep"])
     except (ValueError, FileNotFoundError) as e:
         common.fail("train.py", e)
-    return train(cfg, rank, world, device, encoder, predictor, ds)
-
-
-def train(cfg, rank, world, device, encoder, predictor, ds):
-    amp = common.autocast_dtype(device, cfg["dtype"])
-    target_encoder = M.build_models(cfg, len(augment.ACTION_NAMES))[0]
-    if cfg["init"]:  # official I-JEPA weights or ours, of this run's sizes; conditioning the file lacks stays fresh
-        try:
-            ck, _ = M.load_checkpoint(cfg["init"], {k: cfg[k] for k in M.SHAPE_KEYS})
-            M.load_nets(ck, encoder, target_encoder, predictor, cfg["init"])
-        except (ValueError, FileNotFoundError) as e:
-            common.fail("train.py", e)
-    else:
-        target_encoder.load_state_dict(encoder.state_dict())
-    target_encoder.requires_grad_(False)
-    for m in (encoder, predictor, target_encoder):
-        m.to(device)
-        m.grad_ckpt = cfg["grad_ckpt"]
-    nets = (encoder, predictor, target_encoder)
-    opt = common.make_adamw(common.param_groups({"encoder.": encoder, "predictor.": predictor}, cfg["weight_decay"]),
-                            cfg["lr"], device=device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-
     micro = cfg["batch_size"] // (world * cfg["accum"])
-    sampler = StepSampler(len(ds), cfg["batch_size"], micro, rank, world, cfg["accum"], cfg["seed"])
-    loader = torch.utils.data.DataLoader(
+    sampler = data.StepSampler(len(ds), cfg["batch_size"], micro, rank, cfg["accum"], cfg["seed"])
+    run = build(cfg, rank, world, device, encoder, predictor, sampler.steps)
+    run.sampler, run.loader = sampler, torch.utils.data.DataLoader(
         data.EpochIndexed(ds, cfg["seed"]), batch_size=micro, sampler=sampler, num_workers=cfg["workers"],
         pin_memory=device.type == "cuda", persistent_workers=cfg["workers"] > 0, drop_last=True,
         collate_fn=lambda items: torch.stack([x for x, _ in items]))  # labels are not used in pretraining
-    ipe = sampler.steps
-    total = cfg["epochs"] * ipe  # schedules span all epochs; max_steps only stops early (then resume continues)
-    warmup = min(round(cfg["warmup_epochs"] * ipe), total)  # fractional epochs allowed
-    stop_at = min(cfg["max_steps"] or total, total)
+    if run.main_rank:
+        os.makedirs(cfg["out_dir"], exist_ok=True)
+        print("config:", {k: cfg[k] for k in cfg}, flush=True)
+        print(f"encoder {M.count_params(encoder) / 1e6:.2f}M params, predictor {M.count_params(predictor) / 1e6:.2f}M,"
+              f" {world} process(es) on {device}, {micro} images per micro-batch, {run.total} steps", flush=True)
+    return run
 
-    step, os_ckpt = 0, os.path.join(cfg["out_dir"], "latest.pt")
-    if cfg["resume"]:
-        path = os_ckpt if cfg["resume"] == "latest" else cfg["resume"]
-        try:  # a checkpoint of another architecture or method is refused, the differing keys named
-            ck, _ = M.load_checkpoint(path, {k: cfg[k] for k in ARCH_KEYS}, need=M.NETS + ("opt", "scaler"))
-            M.load_nets(ck, encoder, target_encoder, predictor, path)
-        except (ValueError, FileNotFoundError) as e:
-            common.fail("train.py", e)
+
+def build(cfg, rank, world, device, encoder, predictor, steps_per_epoch):
+    """A run around a freshly built encoder and predictor (bench.py times its steps): the target encoder (the
+    encoder's copy, or --init's weights), AdamW and the GradScaler, --resume's state, the wrapped networks and the
+    schedule's lengths. Schedules span all epochs; max_steps only stops early (a resume then continues)."""
+    amp = common.autocast_dtype(device, cfg["dtype"])
+    nets = Nets(encoder, predictor, M.build_models(cfg, len(augment.ACTION_NAMES))[0])
+    if cfg["init"]:  # official I-JEPA weights or ours, of this run's sizes; conditioning the file lacks stays fresh
+        load(cfg["init"], {k: cfg[k] for k in M.SHAPE_KEYS}, nets)
+    else:
+        nets.target_encoder.load_state_dict(encoder.state_dict())
+    nets.target_encoder.requires_grad_(False)
+    for m in nets:
+        m.to(device)
+        m.grad_ckpt = cfg["grad_ckpt"]
+    opt = common.make_adamw(M.param_groups({"encoder.": encoder, "predictor.": predictor}, cfg["weight_decay"]),
+                            cfg["lr"], device=device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    ckpt_path, step = os.path.join(cfg["out_dir"], "latest.pt"), 0
+    if cfg["resume"]:  # a checkpoint of another architecture or method is refused, the differing keys named
+        ck = load(ckpt_path if cfg["resume"] == "latest" else cfg["resume"], {k: cfg[k] for k in ARCH_KEYS}, nets,
+                  need=M.NETS + ("opt", "scaler"))
         opt.load_state_dict(ck["opt"])
         scaler.load_state_dict(ck["scaler"])
         step = ck["step"]
-    enc_t, pred_t = encoder, predictor
-    if world > 1:  # DDP wraps only the trained modules; the EMA target stays a plain module
-        enc_t = DDP(encoder, device_ids=[device.index] if device.type == "cuda" else None)
-        pred_t = DDP(predictor, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg["compile"]:
-        enc_t, pred_t, target_c = torch.compile(enc_t), torch.compile(pred_t), torch.compile(target_encoder)
-    else:
-        target_c = target_encoder
-    run_nets = (enc_t, pred_t, target_c)
-    ema_src, ema_tgt = list(encoder.parameters()), list(target_encoder.parameters())
-    trained = [p for p in list(encoder.parameters()) + list(predictor.parameters()) if p.requires_grad]
+    total = cfg["epochs"] * steps_per_epoch
+    return types.SimpleNamespace(
+        cfg=cfg, rank=rank, world=world, device=device, amp=amp, main_rank=rank == 0, nets=nets,
+        wrapped=wrap(cfg, nets, device, world), opt=opt, scaler=scaler, ckpt_path=ckpt_path,
+        micro=cfg["batch_size"] // (world * cfg["accum"]), step=step, ipe=steps_per_epoch, total=total,
+        warmup=min(round(cfg["warmup_epochs"] * steps_per_epoch), total),  # fractional epochs allowed
+        stop_at=min(cfg["max_steps"] or total, total),
+        ema_source=list(encoder.parameters()), ema_target=list(nets.target_encoder.parameters()),
+        trained=[p for p in list(encoder.parameters()) + list(predictor.parameters()) if p.requires_grad])
 
-    main_rank = rank == 0
-    if main_rank:
-        os.makedirs(cfg["out_dir"], exist_ok=True)
-        print("config:", {k: cfg[k] for k in cfg}, flush=True)
-        print(f"encoder {M.count_params(encoder) / 1e6:.2f}M params, predictor {M.count_params(predictor) / 1e6:.2f}M, "
-              f"{world} process(es) on {device}, {micro} images per micro-batch, {total} steps", flush=True)
-    log = common.JsonlLog(os.path.join(cfg["out_dir"], "log.jsonl"), main_rank)
-    eval_set = fixed_eval_set(cfg, device) if main_rank and cfg["eval_images"] > 0 else None
-    stop = {"flag": False}
-    def on_signal(*_):  # finish the step, save, exit: Ctrl-C or a cluster's SIGTERM never corrupts a checkpoint
-        stop["flag"] = True
-    old = [signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)]
 
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    loss_sum = torch.zeros((), device=device)  # mean loss over the log interval, summed on the device (no sync)
-    def save(epoch_done):
-        if nonfinite.item():
-            return
-        ck = {"encoder": encoder.state_dict(), "predictor": predictor.state_dict(),
-              "target_encoder": target_encoder.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(),
-              "step": step, "epoch": step // ipe, "config": cfg, "rng": torch.get_rng_state()}
-        common.save_atomic(ck, os_ckpt)
-        if epoch_done and cfg["keep_every"] and (step // ipe) % cfg["keep_every"] == 0:
-            common.save_atomic(ck, os.path.join(cfg["out_dir"], f"ep{step // ipe:04d}.pt"))
+def load(path, flags, nets, need=M.NETS):
+    """A checkpoint's networks into nets (model.load_checkpoint, load_nets); a bad file is a one-line error."""
+    try:
+        ck, _ = M.load_checkpoint(path, flags, need=need)
+        M.load_nets(ck, nets.encoder, nets.target_encoder, nets.predictor, path)
+    except (ValueError, FileNotFoundError) as e:
+        common.fail("train.py", e)
+    return ck
 
-    bar = tqdm(total=stop_at, initial=step, disable=not main_rank, dynamic_ncols=True)
-    t_log, wait, n_img, last = time.perf_counter(), 0.0, 0, {}
-    result = {}
-    while step < stop_at and not stop["flag"]:
-        epoch = step // ipe
-        sampler.set_epoch(epoch, step % ipe)
-        it = iter(loader)
-        for _ in range(step % ipe, ipe):
-            if step >= stop_at or stop["flag"]:
+
+def wrap(cfg, nets, device, world):
+    """What the step calls: DDP around the trained modules when world > 1 (the EMA target stays plain), then all
+    three compiled with --compile."""
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        nets = nets._replace(encoder=DDP(nets.encoder, device_ids=ids), predictor=DDP(nets.predictor, device_ids=ids))
+    return Nets(*map(torch.compile, nets)) if cfg["compile"] else nets
+
+
+def loop(run):
+    """Steps run.step → run.stop_at with logging, the in-training evaluation and checkpoints. Ctrl-C or a cluster's
+    SIGTERM finishes the step, saves and stops, so a checkpoint is never corrupt. Returns the last log row and
+    evaluation."""
+    cfg, ipe, stop = run.cfg, run.ipe, common.GracefulStop()
+    log = common.JsonlLog(os.path.join(cfg["out_dir"], "log.jsonl"), run.main_rank)
+    eval_set = fixed_eval_set(cfg, run.device) if run.main_rank and cfg["eval_images"] > 0 else None
+    nonfinite = torch.zeros((), dtype=torch.bool, device=run.device)
+    loss_sum = torch.zeros((), device=run.device)  # mean loss over the log interval, summed on the device (no sync)
+    bar = tqdm(total=run.stop_at, initial=run.step, disable=not run.main_rank, dynamic_ncols=True)
+    t_log, wait, n_img, last, result = time.perf_counter(), 0.0, 0, {}, {}
+    while run.step < run.stop_at and not stop.requested:
+        run.sampler.set_epoch(run.step // ipe, run.step % ipe)
+        it = iter(run.loader)
+        for _ in range(run.step % ipe, ipe):
+            if run.step >= run.stop_at or stop.requested:
                 break
-            lr = common.warmup_cosine(step, warmup, total, cfg["start_lr"], cfg["lr"], cfg["final_lr"])
-            wd = common.cosine(step, total, cfg["weight_decay"], cfg["final_weight_decay"])
-            m = cfg["ema"][0] + (cfg["ema"][1] - cfg["ema"][0]) * step / total
-            common.set_schedule(opt, lr, wd)
-            ctx, tgt, src_p, tgt_p = step_randomness(cfg, step, cfg["batch_size"], encoder.grid, device)
-            for k in range(cfg["accum"]):
-                t0 = time.perf_counter()
-                imgs = next(it).to(device, non_blocking=True)
-                wait += time.perf_counter() - t0
-                lo = (rank * cfg["accum"] + k) * micro
-                sl = slice(lo, lo + micro)
-                sync = k == cfg["accum"] - 1  # DDP all-reduces gradients on the last micro-step only
-                quiet = world > 1 and not sync
-                with (enc_t.no_sync() if quiet else contextlib.nullcontext()), \
-                        (pred_t.no_sync() if quiet else contextlib.nullcontext()):
-                    loss, stats = jepa_loss(cfg, run_nets, imgs, rows_of(ctx, sl), rows_of(tgt, sl),
-                                            rows_of(src_p, sl), rows_of(tgt_p, sl), amp)
-                    scaler.scale(loss / cfg["accum"]).backward()
-                nonfinite |= ~torch.isfinite(loss.detach())
-                loss_sum += loss.detach() / cfg["accum"]
-            log_now = main_rank and ((step + 1) % cfg["log_every"] == 0 or step + 1 == stop_at)
-            if log_now:
-                scaler.unscale_(opt)
-                gnorm = torch.nn.utils.get_total_norm([p.grad for p in trained if p.grad is not None])
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-            with torch.no_grad():  # one fused foreach kernel: θ_EMA ← θ_EMA + (1−m)(θ − θ_EMA)
-                torch._foreach_lerp_(ema_tgt, ema_src, 1.0 - m)
-            step += 1
+            t0 = time.perf_counter()
+            imgs = [next(it).to(run.device, non_blocking=True) for _ in range(cfg["accum"])]
+            wait += time.perf_counter() - t0
+            log_now = run.main_rank and ((run.step + 1) % cfg["log_every"] == 0 or run.step + 1 == run.stop_at)
+            out = train_step(run, run.step, imgs, log=log_now)
+            for loss in out["losses"]:
+                nonfinite |= ~torch.isfinite(loss)
+                loss_sum += loss / cfg["accum"]
+            run.step += 1
             n_img += cfg["batch_size"]
             bar.update(1)
-            if step % cfg["log_every"] == 0 or step == stop_at:
-                if nonfinite.item():  # the only host syncs: log steps and saves, on every rank
-                    _restore(old)
-                    msg = (f"loss became NaN/Inf before step {step}; nothing was saved from this state, the last good "
-                           f"checkpoint stays at {os_ckpt}. Lower --lr or use --dtype float32.")
-                    if main_rank:
-                        print(f"train.py: error: {msg}", file=sys.stderr)
-                    sys.exit(1)
+            if (run.step % cfg["log_every"] == 0 or run.step == run.stop_at) and nonfinite.item():
+                fail_nonfinite(run, stop)  # the only host syncs: log steps and saves, on every rank
             if log_now:
                 dt = time.perf_counter() - t_log
-                steps_logged = n_img // cfg["batch_size"]
-                last = {"step": step, "epoch": step / ipe, "loss": loss_sum.item() / steps_logged, "lr": lr, "wd": wd,
-                        "momentum": m,
-                        "grad_norm": gnorm.item(), "img_per_s": n_img / dt, "data_wait": wait / dt,
-                        "peak_mem_gb": _peak_mem(device)}
-                h = stats["target_tokens"].float()
-                last.update(token_stats(F.layer_norm(h, h.shape[-1:])))
-                if collapse_warning(last):
-                    bar.write(f"warning: step {step}: {collapse_warning(last)}. Lower --lr or raise --warmup_epochs.")
-                bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.2e}", rank=f"{last['rank']:.1f}",
-                                pos=f"{last['var_position']:.2f}", img_s=f"{last['img_per_s']:.0f}")
+                last = log_row(run, out, loss_sum.item() / (n_img // cfg["batch_size"]), n_img / dt, wait / dt, bar)
                 log.write(**last)
                 t_log, wait, n_img = time.perf_counter(), 0.0, 0
                 loss_sum.zero_()
-            epoch_end = step % ipe == 0
-            save_now = (epoch_end and (step // ipe) % cfg["save_every"] == 0) or step == stop_at or stop["flag"]
-            if main_rank and eval_set is not None and (
-                    (cfg["eval_every"] and step % cfg["eval_every"] == 0) or (not cfg["eval_every"] and save_now)):
-                result = evaluate(cfg, nets, eval_set, amp, eval_set["labels"])
-                log.write(step=step, **result)
+            epoch_end = run.step % ipe == 0
+            save_now = (epoch_end and (run.step // ipe) % cfg["save_every"] == 0) or run.step == run.stop_at \
+                or stop.requested
+            if eval_set is not None and (cfg["eval_every"] and run.step % cfg["eval_every"] == 0
+                                         or not cfg["eval_every"] and save_now):
+                result = in_training_eval(cfg, run.nets, eval_set, run.amp)
+                log.write(step=run.step, **result)
                 probes = ", ".join(f"{k[6:]} {v:.2f}" for k, v in result.items() if k.startswith("probe/"))
-                bar.write(f"step {step}: MRR {result['mrr']:.3f} (chance {result['mrr_chance']:.3f}), target rank "
+                bar.write(f"step {run.step}: MRR {result['mrr']:.3f} (chance {result['mrr_chance']:.3f}), target rank "
                           f"{result['rank']:.1f}, variance by position {result['var_position']:.2f}; probe {probes}")
-            if main_rank and save_now:
-                save(epoch_end)
+            if run.main_rank and save_now and not nonfinite.item():
+                save(run, epoch_end)
     bar.close()
-    _restore(old)
-    if main_rank:
-        print(f"done: step {step}, loss {last.get('loss', float('nan')):.4f}"
-              + (f", MRR {result['mrr']:.3f}" if result else "") + f"; checkpoint {os_ckpt}", flush=True)
-    if world > 1:  # a cheap end-of-run check that DDP kept the replicas identical
-        sums = torch.stack([p.detach().double().sum() for p in encoder.parameters()])
-        gathered = [torch.zeros_like(sums) for _ in range(world)]
+    stop.restore()
+    finish(run, last, result)
+    return {"step": run.step, **last, **result}
+
+
+def log_row(run, out, loss, img_per_s, data_wait, bar):
+    """The log row of an interval (main rank): loss, schedules, grad norm, throughput, the share of time spent
+    waiting for data, peak memory and the target tokens' health, with a warning where they collapsed."""
+    row = {"step": run.step, "epoch": run.step / run.ipe, "loss": loss, "lr": out["lr"], "wd": out["wd"],
+           "momentum": out["momentum"], "grad_norm": out["grad_norm"].item(), "img_per_s": img_per_s,
+           "data_wait": data_wait, "peak_mem_gb": common.peak_mem_gb(run.device)}
+    h = out["target_tokens"].float()
+    row.update(token_stats(F.layer_norm(h, h.shape[-1:])))
+    if collapse_warning(row):
+        bar.write(f"warning: step {run.step}: {collapse_warning(row)}. Lower --lr or raise --warmup_epochs.")
+    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{out['lr']:.2e}", rank=f"{row['rank']:.1f}",
+                    pos=f"{row['var_position']:.2f}", img_s=f"{img_per_s:.0f}")
+    return row
+
+
+def save(run, epoch_done):
+    """latest.pt, and epNNNN.pt at the end of every keep_every-th epoch (atomic writes)."""
+    nets, epoch = run.nets, run.step // run.ipe
+    ck = {"encoder": nets.encoder.state_dict(), "predictor": nets.predictor.state_dict(),
+          "target_encoder": nets.target_encoder.state_dict(), "opt": run.opt.state_dict(),
+          "scaler": run.scaler.state_dict(), "step": run.step, "epoch": epoch, "config": run.cfg}
+    common.save_atomic(ck, run.ckpt_path)
+    if epoch_done and run.cfg["keep_every"] and epoch % run.cfg["keep_every"] == 0:
+        common.save_atomic(ck, os.path.join(run.cfg["out_dir"], f"ep{epoch:04d}.pt"))
+
+
+def fail_nonfinite(run, stop):
+    stop.restore()
+    if run.main_rank:
+        print(f"train.py: error: loss became NaN/Inf before step {run.step}; nothing was saved from this state, the "
+              f"last good checkpoint stays at {run.ckpt_path}. Lower --lr or use --dtype float32.", file=sys.stderr)
+    sys.exit(1)
+
+
+def finish(run, last, result):
+    if run.main_rank:
+        print(f"done: step {run.step}, loss {last.get('loss', float('nan')):.4f}"
+              + (f", MRR {result['mrr']:.3f}" if result else "") + f"; checkpoint {run.ckpt_path}", flush=True)
+    if run.world > 1:  # a cheap end-of-run check that DDP kept the replicas identical
+        sums = torch.stack([p.detach().double().sum() for p in run.nets.encoder.parameters()])
+        gathered = [torch.zeros_like(sums) for _ in range(run.world)]
         dist.all_gather(gathered, sums)
-        if main_rank:
+        if run.main_rank:
             print(f"replicas identical: {all(torch.equal(g, sums) for g in gathered)}", flush=True)
         dist.barrier()
         dist.destroy_process_group()
-    return {"step": step, **last, **result}
-
-
-def _restore(old):
-    for s, h in zip((signal.SIGINT, signal.SIGTERM), old):
-        signal.signal(s, h)
-
-
-def _peak_mem(device):
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The multitask comparison of IWM §5 (arXiv 2403.00504, Table 7): finetune.py's multitask predictor, then one
 single-task predictor per task (`--protocol predictor --label TASK`) with the same steps, batch and lr, each in
 OUT_DIR/single_TASK. Takes finetune.py's keys (--protocol is multitask); prints the per-task top-1 of both, then
-`multitask top1 <mean over tasks>` like finetune.py. --resume true resumes every run that has a checkpoint.
+`multitask top1 <mean over tasks>` like finetune.py. --resume latest resumes every run that has a checkpoint.
 
     python scripts/multitask_baseline.py --ckpt runs/quickstart/latest.pt --tasks shape,color,count --epochs 5
 """
@@ -23,7 +23,7 @@ def compare(cfg, rank, world, device):
     names = [k[len("top1_"):] for k in list(metrics) if k.startswith("top1_")]
     for name in names:
         sub = dict(cfg, protocol="predictor", label=name, out_dir=os.path.join(cfg["out_dir"], f"single_{name}"))
-        sub["resume"] = cfg["resume"] and os.path.isfile(os.path.join(sub["out_dir"], "latest.pt"))
+        sub["resume"] = "latest" if cfg["resume"] and os.path.isfile(os.path.join(sub["out_dir"], "latest.pt")) else ""
         metrics[f"single_top1_{name}"] = finetune.run(sub, rank, world, device)["top1"]
     metrics["single_top1"] = sum(metrics[f"single_top1_{name}"] for name in names) / len(names)
     return metrics

@@ -35,7 +35,7 @@ pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, the
   fi
 }
 
-RANDOM_INIT="--init random --predictor_init random --model micro --img_size 32 --patch_size 8 --pred_depth 3 \
+RANDOM_INIT="--random_init true --predictor_init random --model micro --img_size 32 --patch_size 8 --pred_depth 3 \
              --pred_width 96 --cond feature"  # the quick start's architecture (finetune.py then ignores --ckpt)
 
 finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on the colour label

@@ -12,13 +12,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "gpu_check.sh")
 
 
-def test_bench_reports_all_stages(capsys):
+def test_bench_reports_all_stages(capsys, monkeypatch):
+    calls, step = [], bench.train.train_step  # bench times train.py's own step: every pass goes through it
+    monkeypatch.setattr(bench.train, "train_step", lambda *a, **k: calls.append(k.get("lap")) or step(*a, **k))
     out = bench.main("--img_size 16 --patch_size 4 --model micro --pred_depth 1 --pred_width 32 --min_keep 4 "
                      "--batch_size 4 --steps 1 --warmup 1".split())  # on a GPU where there is one
     stages = set(out["stages_ms"])
     assert {"augment", "target fwd", "context fwd", "predictor fwd", "predictor bwd", "context bwd", "optimizer",
             "EMA"} <= stages
     assert out["ms_per_step"] > 0 and "GFLOP" in capsys.readouterr().out
+    assert len(calls) == 4 and sum(lap is not None for lap in calls) == 1  # warm-up, timed, staged, FLOP count
     assert out["batch_size"] == 4 and out["gflop_per_image"] > 0 and out["img_per_s"] > 0
     on_gpu = out["device"] != "cpu"
     assert (out["peak_mem_gib"] is not None) == on_gpu and (out["mib_per_image"] is not None) == on_gpu

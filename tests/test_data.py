@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+import common
 import data
 
 
@@ -188,18 +189,28 @@ def test_crop_flip_is_seeded_and_flips_half():
 
 def test_make_loader_batches():
     ds = data.Shapes("val", 32, length=20)
-    train = data.make_loader(ds, 8, train=True, seed=3)
+    train = common.make_loader(ds, 8, train=True, seed=3)
     batches = list(train)
     assert len(batches) == 2 and batches[0][0].shape == (8, 3, 32, 32) and batches[0][0].dtype == torch.uint8
     assert batches[0][1].shape == (8, 3) and batches[0][1].dtype == torch.long
-    order = lambda seed: torch.cat([y for _, y in data.make_loader(ds, 4, train=True, seed=seed)])  # noqa: E731
+    order = lambda seed: torch.cat([y for _, y in common.make_loader(ds, 4, train=True, seed=seed)])  # noqa: E731
     assert torch.equal(order(3), order(3)) and not torch.equal(order(3), order(4))  # seeded shuffles
     assert not torch.equal(torch.cat([y for _, y in train]), torch.cat([y for _, y in batches]))  # next epoch
-    evaluation = list(data.make_loader(ds, 8, train=False))
+    evaluation = list(common.make_loader(ds, 8, train=False))
     assert [len(y) for _, y in evaluation] == [8, 8, 4]  # keeps the last partial batch, in order
     assert torch.equal(evaluation[0][1], torch.stack([ds[i][1] for i in range(8)]))
     with pytest.raises(ValueError, match="batch_size"):
-        data.make_loader(ds, 0, train=True)
+        common.make_loader(ds, 0, train=True)
+
+
+def test_step_sampler_splits_global_batches_over_ranks_and_micro_steps():
+    keys = lambda s, start=0: (s.set_epoch(3, start), list(s))[1]  # noqa: E731
+    one = keys(data.StepSampler(50, 12, 12, 0, 1, seed=5))  # 4 steps of 12; 2 images left over
+    assert len(one) == 48 and len({i for _, i in one}) == 48 and all(e == 3 for e, _ in one)
+    split = [keys(data.StepSampler(50, 12, 3, r, 2, seed=5)) for r in range(2)]  # 2 ranks × 2 micro-steps of 3
+    per_step = [sum((ks[b * 6:(b + 1) * 6] for ks in split), []) for b in range(4)]
+    assert sum(per_step, []) == one  # rank 0's micro-steps, then rank 1's: the single process's global batch
+    assert keys(data.StepSampler(50, 12, 12, 0, 1, seed=5), start=2) == one[24:]  # a resume reads no skipped data
 
 
 def test_epoch_indexed_transforms_are_a_function_of_epoch_and_index():

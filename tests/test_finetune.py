@@ -95,7 +95,7 @@ def assert_frozen(ckpt, encoder):
 
 
 def test_predictor_protocol_trains_predictor_only(ckpt, tmp_path, captured):
-    metrics = run(ckpt, tmp_path, "predictor", "--steps", "2", "--model", "micro")  # agrees with the checkpoint
+    metrics = run(ckpt, tmp_path, "predictor", "--max_steps", "2", "--model", "micro")  # agrees with the checkpoint
     assert metrics["step"] == 2 and 0 <= metrics["top1"] <= 100 and captured["pretrained"]
     assert_frozen(ckpt, captured["encoder"])
     saved, ref = torch.load(tmp_path / "latest.pt")["model"], torch.load(ckpt)["predictor"]
@@ -110,9 +110,9 @@ def test_encoder_finetuning_resumes_exactly_from_the_target_encoder(ckpt, tmp_pa
     sd["target_encoder"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in sd["target_encoder"].items()}
     torch.save(sd, tmp_path / "ck.pt")
     flags = ["--epochs", "2", "--warmup_epochs", "1"]
-    run(tmp_path / "ck.pt", tmp_path / "a", "encoder", *flags, "--steps", "2")
-    resumed = run(tmp_path / "ck.pt", tmp_path / "a", "encoder", *flags, "--steps", "4", "--resume", "true")
-    straight = run(tmp_path / "ck.pt", tmp_path / "b", "encoder", *flags, "--steps", "4")
+    run(tmp_path / "ck.pt", tmp_path / "a", "encoder", *flags, "--max_steps", "2")
+    resumed = run(tmp_path / "ck.pt", tmp_path / "a", "encoder", *flags, "--max_steps", "4", "--resume", "latest")
+    straight = run(tmp_path / "ck.pt", tmp_path / "b", "encoder", *flags, "--max_steps", "4")
     assert resumed == straight and resumed["step"] == 4
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"encoder top1 {straight['top1']:.2f}"
     a, b = (torch.load(tmp_path / d / "latest.pt") for d in ("a", "b"))
@@ -122,9 +122,9 @@ def test_encoder_finetuning_resumes_exactly_from_the_target_encoder(ckpt, tmp_pa
 
 
 def test_end_to_end_and_multitask_run(ckpt, tmp_path, capsys):
-    m = run(ckpt, tmp_path / "e2e", "end_to_end", "--steps", "2")
+    m = run(ckpt, tmp_path / "e2e", "end_to_end", "--max_steps", "2")
     assert m["step"] == 2 and "top5" in m  # 6 colours: top-5 reported
-    m = run(ckpt, tmp_path / "mt", "multitask", "--tasks", "shape,count", "--steps", "2")
+    m = run(ckpt, tmp_path / "mt", "multitask", "--tasks", "shape,count", "--max_steps", "2")
     assert {"top1_shape", "top1_count"} <= m.keys()
     assert m["top1"] == pytest.approx((m["top1_shape"] + m["top1_count"]) / 2)
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"multitask top1 {m['top1']:.2f}"
@@ -136,7 +136,7 @@ def test_multitask_baseline_script_adds_one_single_task_predictor_per_task(ckpt,
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     flags = ["--ckpt", str(ckpt), "--tasks", "shape,count", "--batch_size", "32", "--train_images", "64",
-             "--val_images", "32", "--steps", "1", "--out_dir", str(tmp_path)]
+             "--val_images", "32", "--max_steps", "1", "--out_dir", str(tmp_path)]
     m = script.main(flags)
     alone = finetune.main(["--protocol", "predictor", "--label", "count", *flags, "--out_dir", str(tmp_path / "p")])
     assert m["single_top1_count"] == alone["top1"]  # the same run as finetune.py --protocol predictor
@@ -165,7 +165,7 @@ def test_each_protocol_does_what_its_table_row_says(ckpt, tmp_path, monkeypatch,
     monkeypatch.setattr(finetune, "build", lambda *a: got.setdefault("clf", build(*a)))
     monkeypatch.setattr(finetune.common, "make_adamw", lambda *a, **k: got.setdefault("opt", make_adamw(*a, **k)))
     monkeypatch.setattr(finetune, "extract", lambda *a: got.setdefault("extracted", []).append(1) or extract(*a))
-    run(ckpt, tmp_path, protocol, "--steps", "1", "--warmup_epochs", "0", "--batch_size", "16", "--train_images",
+    run(ckpt, tmp_path, protocol, "--max_steps", "1", "--warmup_epochs", "0", "--batch_size", "16", "--train_images",
         "32", "--val_images", "16", *flags)
     (encoder, predictor, pretrained), (clf, scale) = got["models"], got["clf"]
     moved = [any(not torch.equal(v, before[k]) for k, v in m.state_dict().items())
@@ -197,7 +197,7 @@ def test_each_protocol_does_what_its_table_row_says(ckpt, tmp_path, monkeypatch,
 
 def test_bad_input_is_a_one_line_error(ckpt, tmp_path, capsys):
     for flags in (["--protocol", "bogus"], ["--protocol", "linear"], ["--ckpt", str(tmp_path / "nope.pt")],
-                  ["--ckpt", str(ckpt), "--label", "nope"], ["--ckpt", str(ckpt), "--resume", "true"]):
+                  ["--ckpt", str(ckpt), "--label", "nope"], ["--ckpt", str(ckpt), "--resume", "latest"]):
         with pytest.raises(SystemExit):
             finetune.main(flags + ["--out_dir", str(tmp_path)])
         err = capsys.readouterr().err.strip().splitlines()
