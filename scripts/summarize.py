@@ -10,11 +10,15 @@ import numpy as np
 
 path = sys.argv[1] if len(sys.argv) > 1 else "runs/paper/results.tsv"
 rows = [line.rstrip("\n").split("\t") for line in open(path)]
-# a run whose target features end with std < 0.1 across images has collapsed (train.py logs target_std)
+# a run whose target tokens end with an effective rank below evaluate_mrr.COLLAPSE_RANK has collapsed (train.py
+# logs "rank" at every log step, evaluate_mrr.token_stats)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from evaluate_mrr import COLLAPSE_RANK  # noqa: E402
+
 collapsed = set()
 for log in glob.glob(os.path.join(os.path.dirname(path), "*_s[0-9]*/log.jsonl")):
-    last = [json.loads(line) for line in open(log) if '"target_std"' in line][-1]
-    if last["target_std"] < 0.1:
+    last = [json.loads(line) for line in open(log) if '"rank"' in line][-1]
+    if last["rank"] < COLLAPSE_RANK:
         run, seed = os.path.basename(os.path.dirname(log)).rsplit("_s", 1)
         collapsed.add((run, int(seed)))
 val = collections.defaultdict(dict)  # (table, run, metric) -> {seed: value}
@@ -100,7 +104,7 @@ if pairs:
             return (np.bincount(tie, r) / np.bincount(tie))[tie]
         print(f"| {metric} | {len(p)} | {np.corrcoef(x, y)[0, 1]:.2f} | {np.corrcoef(rank(x), rank(y))[0, 1]:.2f} |")
 
-print("\nCollapsed runs (final target-feature std < 0.1): " + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed))
-                                                             or "none"))
+print(f"\nCollapsed runs (final target-token effective rank < {COLLAPSE_RANK:g}): "
+      + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed)) or "none"))
 print("\nSummed run time (s; paper_tables.sh runs 3-4 of them side by side, so wall time is less): "
       + ", ".join(f"{k} {v}" for k, v in sorted(secs.items())))

@@ -11,11 +11,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def summarize(tmp_path, rows, collapsed=()):
     res = tmp_path / "results.tsv"
     res.write_text("".join("\t".join(map(str, r)) + "\n" for r in rows))
-    for run, seed, std in collapsed:  # train.py's log.jsonl: the last target_std decides
+    for run, seed, rank in collapsed:  # train.py's log.jsonl: the last effective rank decides
         d = tmp_path / f"{run}_s{seed}"
         d.mkdir()
-        (d / "log.jsonl").write_text(json.dumps({"step": 1, "target_std": 0.5}) + "\n"
-                                     + json.dumps({"step": 2, "target_std": std}) + "\n")
+        (d / "log.jsonl").write_text(json.dumps({"step": 1, "rank": 12.0}) + "\n"
+                                     + json.dumps({"step": 2, "rank": rank}) + "\n")
     p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "summarize.py"), str(res)],
                        capture_output=True, text=True, check=True)
     return p.stdout.splitlines()
@@ -33,7 +33,7 @@ def test_tables_from_results(tmp_path):
                                                                        ("end_to_end", 15.4))]
     rows += [("table4", "cond_feature", 0, "linear", 70.0, 5)]
     rows += [("table8", "cond_feature", s, "linear", v, 5) for s, v in ((1, 60.0), (2, 50.0))]
-    lines = summarize(tmp_path, rows, collapsed=[("cond_none", 1, 0.02), ("cond_feature", 0, 0.4)])
+    lines = summarize(tmp_path, rows, collapsed=[("cond_none", 1, 1.3), ("cond_feature", 0, 9.0)])
     assert row(lines, "| feature |") == "| feature | 0.070 ± 0.016 (3) | 0.79 |"
     assert row(lines, "| none |") == "| none | 0.024 ± 0.000 (2, 1 collapsed) | 0.00 |"
     # the random-init row reads the *_random metrics and has no pretrained predictor
@@ -41,4 +41,4 @@ def test_tables_from_results(tmp_path):
     # seed 0 of a Table 4 run joins the other seeds of Table 8 in the per-setting table and the correlation
     assert row(lines, "| cond_feature |") == "| cond_feature | 0.070 ± 0.016 (3) | 60.0 ± 8.2 (3) | – |"
     assert row(lines, "| linear | 3 |") == "| linear | 3 | -1.00 | -1.00 |"
-    assert row(lines, "Collapsed runs") == "Collapsed runs (final target-feature std < 0.1): cond_none seed 1"
+    assert row(lines, "Collapsed runs") == "Collapsed runs (final target-token effective rank < 4): cond_none seed 1"
