@@ -1,18 +1,35 @@
 """Plumbing shared by train.py, finetune.py, evaluate_mrr.py and bench.py: configuration from defaults + JSON
 files + `--key value` flags, torchrun/DDP set-up, precision and autocast, the generic warm-up and cosine curves,
-AdamW, atomic checkpoints, the JSONL log, graceful stops, peak memory and a plain DataLoader. No method content
+AdamW, atomic checkpoints, the JSONL log, graceful stops, peak memory and a plain DataLoader, and the checks every
+script runs on its input before any work starts (values, devices, output folders, data). No method content
 lives here: what follows which curve (I-JEPA App. A.1: lr, weight decay, EMA) is train.py's `schedules`, and which
 parameters get weight decay is model.py's `param_groups`, next to the parameter names it reads."""
 import contextlib
 import json
 import math
 import os
+import re
 import resource
 import signal
 import sys
+import warnings
 
 import torch
 import torch.distributed as dist
+
+
+# Exit status of every script: 0 done; 2 bad input (one `prog: error:` line on stderr, argparse's convention); 3 the
+# loss became NaN/Inf; 128 + N when stopped by signal N after saving (130 Ctrl-C, 143 SIGTERM: the shells' numbers),
+# so a scheduler can tell pre-emption (resume it) from a finished or a failed run.
+EXIT_BAD_INPUT, EXIT_NONFINITE = 2, 3
+EXIT_HELP = ("exit status: 0 done; 2 bad input (one line on stderr); 3 the loss became NaN/Inf; 130 / 143 stopped by "
+             "Ctrl-C / SIGTERM after saving (continue with --resume latest)")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class NonFiniteLoss(ValueError):
+    """A loss that became NaN/Inf: fail() exits with EXIT_NONFINITE, not as bad input."""
+    exit_code = EXIT_NONFINITE
 
 
 def _convert(key, text, default):
@@ -25,7 +42,10 @@ def _convert(key, text, default):
         raise ValueError(f"--{key} expects true/false, got {text!r}")
     if isinstance(default, (tuple, list)):
         parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
-        return tuple(type(default[0])(p) if default else float(p) for p in parts)
+        try:
+            return tuple(type(default[0])(p) if default else float(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"--{key} expects {len(default)} comma-separated numbers, got {text!r}") from None
     try:
         return type(default)(text)
     except ValueError:
@@ -33,8 +53,12 @@ def _convert(key, text, default):
 
 
 def _check(key, value, default):
+    """`value` (from a config file, or a flag parsed by _convert) has the type of the key's default, and a tuple its
+    length: the same check for both, so `--ema 0.99` fails at start-up, not inside the loop."""
     if isinstance(default, (tuple, list)):
-        if not isinstance(value, (tuple, list)) or (default and len(value) != len(default)):
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) \
+            if isinstance(value, (tuple, list)) else False
+        if not numbers or (default and len(value) != len(default)):
             raise ValueError(f"{key} expects {len(default)} numbers, got {value!r}")
         return tuple(value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -56,6 +80,7 @@ def parse_config(defaults, argv=None, prog="train.py", doc=""):
                 print(f"usage: {prog} [--config FILE.json] [--key value ...]\n{doc}\nkeys (default):")
                 for k, v in defaults.items():
                     print(f"  --{k} {','.join(map(str, v)) if isinstance(v, tuple) else v}")
+                print(EXIT_HELP)
                 sys.exit(0)
             if not arg.startswith("--"):
                 raise ValueError(f"unexpected argument {arg!r} (options look like --key value)")
@@ -69,20 +94,49 @@ def parse_config(defaults, argv=None, prog="train.py", doc=""):
                 try:
                     with open(val) as f:
                         loaded = json.load(f)
-                except (OSError, json.JSONDecodeError) as e:
+                except (OSError, ValueError) as e:  # ValueError: not JSON, or not text (UnicodeDecodeError)
                     raise ValueError(f"cannot read config file {val}: {e}") from None
+                if not isinstance(loaded, dict):
+                    raise ValueError(f"config file {val} must hold one JSON object {{\"key\": value}}, not a "
+                                     f"{type(loaded).__name__}")
                 for k, v in loaded.items():
                     if k not in defaults:
                         raise ValueError(f"unknown key {k!r} in {val} (see --help)")
-                    cfg[k] = _check(k, v, defaults[k])
+                    cfg[k] = _check(f"{k} in {val}", v, defaults[k])
             elif key in defaults:
-                cli[key] = _convert(key, val, defaults[key])
+                cli[key] = _check(f"--{key}", _convert(key, val, defaults[key]), defaults[key])
             else:
                 raise ValueError(f"unknown option --{key} (see --help)")
     except ValueError as e:
-        sys.exit(f"{prog}: error: {e}")
+        fail(prog, e)
     cfg.update(cli)  # command-line flags win over config files wherever they appear
     return cfg
+
+
+def check_values(cfg, prog, minimum=None):
+    """The range checks of every script in one place, so that a bad value is a one-line error at start-up rather
+    than a ZeroDivisionError mid-run: every number (each of a tuple) finite and >= minimum[key] (default 0; None:
+    unchecked; seeds may be negative), dtype one of DTYPES, and a device that this machine has."""
+    minimum = {"seed": None, **(minimum or {})}
+    for key, value in cfg.items():
+        nums = value if isinstance(value, tuple) else (value,)
+        low = minimum.get(key, 0)
+        if low is None or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in nums):
+            continue
+        if not all(math.isfinite(x) and x >= low for x in nums):
+            fail(prog, f"--{key} must be >= {low}, got {','.join(map(str, nums))}")
+    if cfg.get("dtype", "auto") not in DTYPES:
+        fail(prog, f"--dtype must be one of {', '.join(DTYPES)}, got {cfg['dtype']!r}")
+    name = cfg.get("device", "auto")
+    try:
+        device = torch.device("cpu" if name == "auto" else name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        fail(prog, f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        fail(prog, f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); use --device cpu "
+                   "or auto")
 
 
 def setup_distributed():
@@ -173,16 +227,16 @@ class JsonlLog:
 
 
 class GracefulStop:
-    """While it lives, Ctrl-C and SIGTERM (a cluster's pre-emption) set `.requested` instead of interrupting a step
-    or a checkpoint write; restore() puts the previous handlers back."""
+    """While it lives, Ctrl-C and SIGTERM (a cluster's pre-emption) set `.requested` and `.signum` instead of
+    interrupting a step or a checkpoint write; restore() puts the previous handlers back."""
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.requested = False
+        self.requested, self.signum = False, None
         self.old = [signal.signal(s, self._request) for s in self.SIGNALS]
 
-    def _request(self, *_):
-        self.requested = True
+    def _request(self, signum, _frame):
+        self.requested, self.signum = True, signum
 
     def restore(self):
         for s, handler in zip(self.SIGNALS, self.old):
@@ -196,10 +250,125 @@ def peak_mem_gb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
+def ignore_stop_signals(_worker_id=None):
+    """DataLoader worker_init_fn: Ctrl-C and SIGTERM reach the loader workers too (one process group), and a worker
+    killed by them makes the next batch raise in the main process. The main process stops them itself after its
+    graceful stop, so they ignore both."""
+    for s in GracefulStop.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+def exit_stopped(prog, stop, step, path, main_rank=True):
+    """After a graceful stop by a signal: one line saying what was saved, exit status 128 + the signal number."""
+    if main_rank:
+        print(f"{prog}: stopped by {signal.Signals(stop.signum).name} at step {step}; saved {path}, continue with "
+              "--resume latest", file=sys.stderr, flush=True)
+    sys.exit(128 + stop.signum)
+
+
+def exit_nonfinite(prog, step, path, lr_flag, main_rank=True):
+    """A NaN/Inf loss: nothing is saved from that state; one line, exit status EXIT_NONFINITE."""
+    if main_rank:
+        print(f"{prog}: error: loss became NaN/Inf before step {step}; nothing was saved from this state, the last "
+              f"good checkpoint stays at {path}. Lower {lr_flag} or use --dtype float32.", file=sys.stderr, flush=True)
+    sys.exit(EXIT_NONFINITE)
+
+
+def end_distributed(module, world, main_rank):
+    """The end of a DDP run: a cheap check that the replicas of `module` stayed identical, then the process group
+    goes. Nothing to do in one process."""
+    if world > 1:
+        sums = torch.stack([p.detach().double().sum() for p in module.parameters()])
+        gathered = [torch.zeros_like(sums) for _ in range(world)]
+        dist.all_gather(gathered, sums)
+        if main_rank:
+            print(f"replicas identical: {all(torch.equal(g, sums) for g in gathered)}", flush=True)
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def fail(prog, msg):
-    """One-line error for bad input: no traceback, exit code 2 (argparse's)."""
-    print(f"{prog}: error: {msg}", file=sys.stderr)
-    sys.exit(2)
+    """One-line error for bad input: no traceback, exit status 2 (argparse's), or the exception's `exit_code`
+    (NonFiniteLoss: 3). A DataLoader worker's error arrives with the worker's traceback in its text; its last line
+    is the error itself."""
+    text = str(msg).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [""]
+    print(f"{prog}: error: {lines[-1] if 'Traceback' in text else ' '.join(lines)}", file=sys.stderr, flush=True)
+    sys.exit(getattr(msg, "exit_code", EXIT_BAD_INPUT))
+
+
+# ---------------------------------------------------------------------------------------------- output folders
+RUN_FILES = ("latest.pt", "log.jsonl")  # what makes a folder hold a run (train.py and finetune.py write both)
+
+
+def check_writable(folder, flag):
+    """A folder that exists or can be created, and written to: checked at start-up, not at the first save."""
+    path = os.path.abspath(folder or ".")
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path) or not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {folder}: {path} is {'not writable' if os.path.isdir(path) else 'a file'}; "
+                         f"pick another {flag}")
+
+
+def claim_out_dir(cfg):
+    """Refuse to start a run over another one (it would replace latest.pt and append to the old log.jsonl): a
+    folder that holds a run needs --resume latest (continue it) or --overwrite true (start over). Raises
+    ValueError; nothing is touched here (prepare_out_dir does that once every check has passed)."""
+    out = cfg["out_dir"]
+    check_writable(out, "--out_dir")
+    if cfg["resume"] and cfg["overwrite"]:
+        raise ValueError("--resume and --overwrite true contradict each other: continue the run or start over")
+    found = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if found and not cfg["resume"] and not cfg["overwrite"]:
+        raise ValueError(f"--out_dir {out} already holds a run ({', '.join(found)}): continue it with --resume "
+                         "latest, or start over with --overwrite true (deletes it), or pick another --out_dir")
+
+
+def prepare_out_dir(cfg, prog):
+    """Create out_dir (main rank, once every check has passed). --overwrite true deletes the old run's latest.pt,
+    epNNNN.pt and log.jsonl, so the new run starts a fresh log. Temp files of killed saves (save_atomic's
+    NAME.tmp.PID) are deleted, and reported, when their process is gone; a live process's are left alone."""
+    out = cfg["out_dir"]
+    os.makedirs(out, exist_ok=True)
+    for name in sorted(os.listdir(out)):
+        tmp = re.fullmatch(r".+\.tmp\.(\d+)", name)
+        if cfg["overwrite"] and (name in RUN_FILES or re.fullmatch(r"ep\d+\.pt", name)):
+            os.remove(os.path.join(out, name))
+        elif tmp and _alive(int(tmp.group(1))):
+            print(f"{prog}: note: left {os.path.join(out, name)} alone: process {tmp.group(1)} is still running",
+                  file=sys.stderr)
+        elif tmp:
+            os.remove(os.path.join(out, name))
+            print(f"{prog}: note: removed {os.path.join(out, name)}, left by a save that was killed", file=sys.stderr)
+
+
+def _alive(pid):
+    """Whether another process with this pid runs here (ours cannot be saving while we start up)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def probe_dataset(ds, n=8):
+    """Read n items spread over ds at start-up, so that data that cannot be read fails here in one line rather
+    than as a loader worker's traceback in the first step. The unreadable files it meets are warned about only
+    when the data passes (data.Labeled warns once per file); when it fails, its error says enough."""
+    with warnings.catch_warnings(record=True) as caught, torch.random.fork_rng(devices=[]):  # random crops: no trace
+        warnings.simplefilter("always")
+        try:
+            for i in torch.linspace(0, len(ds) - 1, min(n, len(ds))).long().tolist():
+                ds[i]
+        except ValueError as e:
+            raise ValueError(f"cannot read {getattr(getattr(ds, 'ds', ds), 'root', 'the data')}: {e}") from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def make_loader(dataset, batch_size, *, train, workers=0, seed=0, drop_last=None):
@@ -217,6 +386,6 @@ def make_loader(dataset, batch_size, *, train, workers=0, seed=0, drop_last=None
         sampler = torch.utils.data.SequentialSampler(dataset)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
-        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals,
         prefetch_factor=4 if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed + 1))  # seeds the workers' RNGs (random transforms)

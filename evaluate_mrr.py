@@ -271,8 +271,14 @@ def in_training_eval(cfg, nets, eval_set, amp):
 def fixed_eval_set(cfg, device):
     """train.py's fixed evaluation images: `eval_images` val images for MRR, `probe_images` train and half as many
     val images (with labels) for the probes, spread evenly over each split (as load_images)."""
-    val = data.build_dataset(cfg["data"], cfg["data_root"], "val", transform=data.eval_transform(cfg["img_size"]),
-                             size=cfg["img_size"])
+    if cfg["eval_bank"] < 2 or cfg["probe_images"] < 2:
+        raise ValueError("the in-training evaluation needs --eval_bank and --probe_images >= 2 (--eval_every 0 turns "
+                         "it off)")
+    try:
+        val = data.build_dataset(cfg["data"], cfg["data_root"], "val", transform=data.eval_transform(cfg["img_size"]),
+                                 size=cfg["img_size"])
+    except (ValueError, FileNotFoundError) as e:  # the run needs it: fail at start-up, saying how to do without
+        raise ValueError(f"the in-training evaluation (--eval_every 0 turns it off) needs the val split: {e}") from None
     train = data.build_dataset(cfg["data"], cfg["data_root"], "train", transform=data.eval_transform(cfg["img_size"]),
                                size=cfg["img_size"])
     def take(ds, n):
@@ -293,6 +299,7 @@ def load_images(cfg, run, prog="evaluate_mrr.py"):
     size = run["img_size"]
     try:
         ds = data.build_dataset(ds_name, root or None, cfg["split"], transform=data.eval_transform(size), size=size)
+        common.probe_dataset(ds)  # unreadable files: one line, not one warning per file
         idx = torch.linspace(0, len(ds) - 1, min(cfg["images"], len(ds))).long().tolist()
         images = torch.stack([ds[i][0] for i in idx])
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
@@ -307,11 +314,12 @@ def main(argv=None):
     cfg = common.parse_config(DEFAULTS, argv, prog, __doc__)
     if not cfg["ckpt"]:
         common.fail(prog, "pass --ckpt PATH (a train.py checkpoint or an official I-JEPA one)")
-    if cfg["images"] < 1 or cfg["bank"] < 2 or cfg["png_images"] < 1:
-        common.fail(prog, "--images and --png_images must be >= 1 and --bank >= 2")
+    common.check_values(cfg, prog, {"images": 1, "bank": 2, "png_images": 1, "chunk": 1})
     if cfg["augment"] and cfg["augment"] not in augment.PRESETS:
         common.fail(prog, f"--augment must be one of {sorted(augment.PRESETS)}, got {cfg['augment']!r}")
     try:  # the architecture is the checkpoint's: a size flag is for official files, and one that contradicts is refused
+        if cfg["png"]:  # before the work, not after it
+            common.check_writable(os.path.dirname(cfg["png"]), "--png")
         ckpt, run = M.load_checkpoint(cfg["ckpt"], {k: cfg[k] for k in M.SHAPE_KEYS if cfg[k]})
     except (ValueError, FileNotFoundError) as e:
         common.fail(prog, e)

@@ -25,7 +25,7 @@ import augment
 import common
 import data
 import model as M
-from heads import AttentiveHead, Classifier, pooled_head
+from heads import AttentiveHead, Classifier, evaluate, pooled_head
 
 # The code below reads these columns, never a protocol's name.
 #   encoder    the target encoder f_θ^EMA: frozen (no grad, eval mode, outside the trained model) or trained
@@ -61,7 +61,7 @@ CONFIG = dict(
     # the MAE finetuning recipe (the table's mae column)
     layer_decay=0.65, drop_path=0.1, smoothing=0.1, mixup=0.8, cutmix=1.0, randaug=9, reprob=0.25,
     device="auto", dtype="auto", seed=0, out_dir="runs/finetune", log_every=20,
-    resume="",  # a checkpoint path, or "latest" (out_dir/latest.pt), as in train.py
+    resume="", overwrite=False,  # as in train.py: a checkpoint path or "latest"; overwrite: start out_dir over
     eval_every_epochs=1,  # the final step is always evaluated
 )
 RESUME_KEYS = M.ARCH_KEYS + ("protocol", "label", "tasks", "data", "batch_size", "epochs", "linear_lrs", "random_init",
@@ -132,6 +132,8 @@ def build_data(cfg):
                               n) for split, t, n in splits)
     if len(train) < cfg["batch_size"]:
         raise ValueError(f"the train split has {len(train)} images, fewer than one batch of {cfg['batch_size']}")
+    for ds in (train, val):  # unreadable data fails now in one line, not in a loader worker
+        common.probe_dataset(getattr(ds, "dataset", ds))  # (the full dataset of a Subset)
     return train, val
 
 
@@ -141,8 +143,8 @@ def prep(imgs, device):
 
 
 def loader(ds, batches, workers, device):
-    return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers,
-                                       pin_memory=device.type == "cuda")
+    return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
+                                       worker_init_fn=common.ignore_stop_signals)
 
 
 @torch.no_grad()
@@ -244,29 +246,6 @@ def objective(cfg, net, encoder, label_ids, names, num_classes, device, amp):
     return loss_fn, outputs
 
 
-@torch.no_grad()
-def evaluate(clf, batches, outputs, device, world):
-    """Top-1 (and top-5 where there are more than 5 classes) of every output over the val split, summed over
-    ranks. outputs(x, y) → {suffix: (logits, targets)}."""
-    clf.eval()
-    stats, classes = {}, {}
-    for x, y in batches:
-        for key, (logits, target) in outputs(x, y).items():
-            top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices == target[:, None]
-            s = torch.stack([top[:, 0].sum(), top.any(1).sum(), torch.tensor(len(target), device=device)]).double()
-            stats[key], classes[key] = stats.get(key, 0) + s, logits.shape[1]
-    clf.train()
-    res = {}
-    for key, s in stats.items():
-        if world > 1:
-            dist.all_reduce(s)
-        c1, c5, n = s.tolist()
-        res[f"top1{key}"] = 100 * c1 / n
-        if classes[key] > 5:
-            res[f"top5{key}"] = 100 * c5 / n
-    return res
-
-
 def headline(metrics, cfg, names):
     """top1 (top5) of the protocol: the lr of the grid that is best on val, the mean over tasks, or the one head."""
     heads, lrs = PROTOCOLS[cfg["protocol"]]["heads"], cfg["linear_lrs"]
@@ -293,6 +272,7 @@ def run(cfg, rank, world, device):
     spec, main_rank = PROTOCOLS[cfg["protocol"]], rank == 0
     torch.manual_seed(cfg["seed"])  # heads, tokens and random-init models: the same on every rank
     amp = common.autocast_dtype(device, cfg["dtype"])
+    common.claim_out_dir(cfg)  # here, not in setup: scripts/multitask_baseline.py runs several out_dirs
     encoder, predictor, pretrained = load_models(cfg)
     train_ds, val_ds = build_data(cfg)
     label_ids, num_classes = task_labels(cfg, train_ds), list(train_ds.num_classes)
@@ -315,16 +295,16 @@ def run(cfg, rank, world, device):
     warmup, stop = min(cfg["warmup_epochs"] * spe, total), min(cfg["max_steps"] or total, total)
     log = common.JsonlLog(os.path.join(cfg["out_dir"], "log.jsonl"), main_rank)
     if main_rank:
-        os.makedirs(cfg["out_dir"], exist_ok=True)
+        common.prepare_out_dir(cfg, "finetune.py")
         src = "random init" if cfg["random_init"] else f"{cfg['ckpt']}: target encoder" + (
             ", predictor" if pretrained else "")
         print(f"{cfg['protocol']}: from {src}; {M.count_params(clf) / 1e6:.2f}M trained params, labels {names}, "
               f"{len(train_ds)} train / {len(val_ds)} val images (--train_images/--val_images 0: whole split), "
               f"{world} process(es) on {device}, {total} steps ({spe}/epoch), peak lr {peak:g}", flush=True)
     clf.train()
-    metrics = {}
+    metrics, halt, halted = {}, common.GracefulStop(), False  # Ctrl-C / SIGTERM: finish the step, save, exit 128 + N
     bar = tqdm(total=stop, initial=step, disable=not main_rank, dynamic_ncols=True, desc=cfg["protocol"])
-    while step < stop:
+    while step < stop and not halted:
         for x, labels in batches(*divmod(step, spe)):
             torch.manual_seed((cfg["seed"] * 1_000_003 + step) * 1009 + rank)  # mixup, drop path: f(step), exact resume
             lr = common.warmup_cosine(step, warmup, total, 0.0, peak, 0.0)
@@ -337,22 +317,28 @@ def run(cfg, rank, world, device):
             opt.zero_grad(set_to_none=True)
             step += 1
             bar.update(1)
-            if step % cfg["log_every"] == 0 or step == stop:
+            halted, epoch_end = halt.requested, step % spe == 0  # read once: a stop saves this very step
+            saving, logging = epoch_end or step == stop or halted, step % cfg["log_every"] == 0 or step == stop
+            if logging or saving:  # checked before every save too: a NaN state is never saved
                 loss_v = loss.item()
                 if loss_v != loss_v or abs(loss_v) == float("inf"):
-                    raise ValueError(f"loss became {loss_v} at step {step}; lower --blr or use --dtype float32")
+                    raise common.NonFiniteLoss(f"loss became {loss_v} at step {step}; lower --blr or use --dtype "
+                                               "float32")
+            if logging:
                 bar.set_postfix(loss=f"{loss_v:.4f}")
                 log.write(step=step, epoch=step / spe, loss=loss_v, lr=lr)
-            epoch_end = step % spe == 0
             if step == stop or (epoch_end and (step // spe) % cfg["eval_every_epochs"] == 0):
                 metrics = evaluate(clf, val_batches(), outputs, device, world)
                 log.write(step=step, **metrics)
-            if main_rank and (epoch_end or step == stop):
+            if main_rank and saving:
                 common.save_atomic({"model": clf.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(),
                                     "step": step, "config": cfg, "metrics": metrics}, path)
-            if step >= stop:
+            if step >= stop or halted:
                 break
     bar.close()
+    halt.restore()
+    if halt.signum:
+        common.exit_stopped("finetune.py", halt, step, path, main_rank)
     if not metrics:  # resumed at the end: evaluate the loaded model
         metrics = evaluate(clf, val_batches(), outputs, device, world)
     metrics = headline(metrics, cfg, names)
@@ -370,10 +356,10 @@ def setup(argv=None, prog="finetune.py", doc=None, defaults=CONFIG):
     for key, allowed in checks.items():
         if cfg[key] not in allowed:
             common.fail(prog, f"--{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
+    common.check_values(cfg, prog, dict.fromkeys(("batch_size", "epochs", "eval_every_epochs", "log_every"), 1))
     rank, world, device = common.setup_distributed()
-    if cfg["batch_size"] % world or cfg["epochs"] < 1 or cfg["eval_every_epochs"] < 1 or cfg["log_every"] < 1:
-        common.fail(prog, f"--batch_size must divide by the world size {world}; --epochs, --eval_every_epochs and "
-                          "--log_every must be >= 1")
+    if cfg["batch_size"] % world:
+        common.fail(prog, f"--batch_size {cfg['batch_size']} must divide by the world size {world}")
     return cfg, rank, world, common.pick_device(cfg["device"], device)
 
 

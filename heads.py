@@ -1,7 +1,9 @@
 """The heads of the finetuning protocols and probes (IWM arXiv 2403.00504, §5 and Table 8): the networks that
 finetune.py trains on top of the encoder f_θ and the world model p_φ. They depend on torch and model.py's MLP block
-alone, and live apart from model.py only because together the two would pass the project's 400-line file limit."""
+alone, and live apart from model.py only because together the two would pass the project's 400-line file limit.
+`evaluate` scores their outputs (it moved here from finetune.py, which reached the limit)."""
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -72,3 +74,25 @@ class Classifier(nn.Module):
             return [self.heads[task](z)]
         return [h(z[task == t]) for t, h in enumerate(self.heads)]
 
+
+@torch.no_grad()
+def evaluate(clf, batches, outputs, device, world):
+    """Top-1 (and top-5 where there are more than 5 classes) of every output over the val split, summed over
+    ranks. outputs(x, y) → {suffix: (logits, targets)}."""
+    clf.eval()
+    stats, classes = {}, {}
+    for x, y in batches:
+        for key, (logits, target) in outputs(x, y).items():
+            top = logits.float().topk(min(5, logits.shape[1]), dim=1).indices == target[:, None]
+            s = torch.stack([top[:, 0].sum(), top.any(1).sum(), torch.tensor(len(target), device=device)]).double()
+            stats[key], classes[key] = stats.get(key, 0) + s, logits.shape[1]
+    clf.train()
+    res = {}
+    for key, s in stats.items():
+        if world > 1:
+            dist.all_reduce(s)
+        c1, c5, n = s.tolist()
+        res[f"top1{key}"] = 100 * c1 / n
+        if classes[key] > 5:
+            res[f"top5{key}"] = 100 * c5 / n
+    return res

@@ -29,7 +29,8 @@ VIT_PRESETS = {  # name: (width, depth, heads), I-JEPA / ViT paper sizes; "micro
 def sincos_pos_embed(dim, grid_h, grid_w):
     """Fixed 2-D sin-cos embedding [grid_h*grid_w, dim] (MAE/I-JEPA): x (column) uses the first half of the
     channels and y (row) the second, each as [sin, cos] of position × 1/10000^(k/(dim/4))."""
-    assert dim % 4 == 0, "sin-cos position embedding needs a width divisible by 4"
+    if dim % 4:  # a ValueError, not an assert: a bad --pred_width is bad input (a one-line error)
+        raise ValueError(f"sin-cos position embedding needs a width divisible by 4, got {dim}")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
     ys, xs = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64),
                             indexing="ij")
@@ -252,6 +253,9 @@ def build_models(cfg, action_dim):
         raise ValueError(f"unknown model {cfg['model']!r}; choose from {sorted(VIT_PRESETS)}")
     encoder = vit(cfg["model"], img_size=cfg["img_size"], patch_size=cfg["patch_size"],
                   drop_path=cfg.get("drop_path", 0.0))
+    if cfg["pred_width"] % encoder.num_heads:  # found at start-up, not as a reshape error in the first step
+        raise ValueError(f"--pred_width {cfg['pred_width']} does not split into the {encoder.num_heads} heads of "
+                         f"--model {cfg['model']}")
     predictor = Predictor(encoder.grid, encoder.embed_dim, cfg["pred_width"], cfg["pred_depth"], encoder.num_heads,
                           cfg["cond"], action_dim=action_dim)
     return encoder, predictor
@@ -347,7 +351,7 @@ def load_checkpoint(path, flags=None, need=NETS):
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
     except Exception as e:  # truncated, text or a pickle of other classes; torch's message can span many lines
-        first = (str(e).strip().splitlines() or [""])[0][:160]
+        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:160]  # torch's first sentence says it
         raise ValueError(f"cannot read checkpoint {path} (truncated, or not a torch.save file): "
                          f"{type(e).__name__}: {first}") from None
     if not isinstance(ckpt, dict):

@@ -10,16 +10,15 @@ One step (`train_step`), in the paper's order:
 
     python train.py --config configs/quickstart.json              # built-in data, laptop CPU (time: see README)
     torchrun --nproc_per_node=8 train.py --cond feature --data_root /data/imagenet     # the paper's IWM-Equi
-Every key below is a flag (`--key value` or `--key=value`); `--config f.json` loads several at once.
+Every key below is a flag (`--key value` or `--key=value`); `--config f.json` loads several at once. An --out_dir
+that holds a run needs --resume latest or --overwrite true. eval_every: steps; 0 never, -1 at every save.
 """
 import collections
 import os
-import sys
 import time
 import types
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
@@ -50,9 +49,12 @@ CONFIG = dict(
     # system
     device="auto", dtype="auto", compile=False, grad_ckpt=False, seed=0,
     out_dir="runs/iwm", log_every=50, save_every=1, keep_every=50,  # save_every / keep_every: epochs
-    eval_every=0, eval_images=16, eval_bank=64, probe_images=1024,  # eval_every: steps (0: at every save)
-    resume="", init="",  # resume: a checkpoint path or "latest" (out_dir/latest.pt); init: I-JEPA/our weights
+    eval_every=-1, eval_images=16, eval_bank=64, probe_images=1024,  # eval_every: steps; 0 never, -1 every save
+    resume="", init="", overwrite=False,  # resume: a path or "latest" (out_dir/latest.pt); init: I-JEPA/our weights
 )
+# the smallest value of each key that must be >= 1 (other numbers: >= 0), checked at start-up (common.check_values)
+MINIMUM = dict.fromkeys(("img_size", "patch_size", "batch_size", "accum", "epochs", "pred_depth", "pred_width",
+                         "num_targets", "min_keep", "log_every", "save_every"), 1) | {"eval_every": -1}
 # keys that define what a checkpoint is; a resume that changes one of them is refused
 ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond", "method", "augment", "loss",
              "action")
@@ -66,6 +68,7 @@ Nets = collections.namedtuple("Nets", "encoder predictor target_encoder")
 def check_config(cfg, prog="train.py"):
     """The method switches, and a one-line error for a bad choice. I-JEPA and C-JEPA mask only: no photometric
     views, so no action to condition on; C-JEPA adds VICReg terms at its paper's weight."""
+    common.check_values(cfg, prog, MINIMUM)
     if cfg["method"] not in ("iwm", "ijepa", "cjepa"):
         common.fail(prog, f"--method must be iwm, ijepa or cjepa, got {cfg['method']!r}")
     if cfg["method"] != "iwm":
@@ -201,34 +204,43 @@ def main(argv=None):
     if cfg["batch_size"] % (world * cfg["accum"]):
         common.fail("train.py", f"batch_size {cfg['batch_size']} must divide by world size {world} × accum "
                                 f"{cfg['accum']}")
-    return loop(setup(cfg, rank, world, device))
+    run = setup(cfg, rank, world, device)
+    out = loop(run)
+    if run.stopped.signum:  # Ctrl-C / SIGTERM: saved, exit 128 + signal so that a scheduler sees the pre-emption
+        common.exit_stopped("train.py", run.stopped, run.step, run.ckpt_path, run.main_rank)
+    return out
 
 
 def setup(cfg, rank, world, device):
-    """The run of this config: `build`'s networks, optimizer and resume state, plus the data loader. Every bad
-    input fails here with a one-line error, before any work starts."""
+    """The run of this config: `build`'s networks, optimizer and resume state, the data loader and the fixed
+    evaluation set. Every bad input fails here with a one-line error, before any file is touched or work starts."""
     torch.manual_seed(cfg["seed"])  # the same initial weights on every rank and in every run
     try:
+        common.claim_out_dir(cfg)
         encoder, predictor = M.build_models(cfg, len(augment.ACTION_NAMES))
         ds = data.build_dataset(cfg["data"], cfg["data_root"], "train", size=cfg["img_size"],
                                 transform=data.train_transform(cfg["img_size"], cfg["crop_scale"]),
                                 length=cfg["data_length"] or None)  # data_length: built-in data only
         if len(ds) < cfg["batch_size"]:
             raise ValueError(f"dataset has {len(ds)} images, fewer than one batch of {cfg['batch_size']}")
+        common.probe_dataset(ds)
         masking.sample_masks(2, encoder.grid, num_targets=cfg["num_targets"], target_scale=cfg["target_scale"],
                              target_aspect=cfg["target_aspect"], context_scale=cfg["context_scale"],
                              min_keep=cfg["min_keep"])
+        evaluates = rank == 0 and cfg["eval_images"] > 0 and cfg["eval_every"] != 0  # needs the val split: now
+        eval_set = fixed_eval_set(cfg, device) if evaluates else None
     except (ValueError, FileNotFoundError) as e:
         common.fail("train.py", e)
     micro = cfg["batch_size"] // (world * cfg["accum"])
     sampler = data.StepSampler(len(ds), cfg["batch_size"], micro, rank, cfg["accum"], cfg["seed"])
     run = build(cfg, rank, world, device, encoder, predictor, sampler.steps)
-    run.sampler, run.loader = sampler, torch.utils.data.DataLoader(
+    run.sampler, run.eval_set, run.loader = sampler, eval_set, torch.utils.data.DataLoader(
         data.EpochIndexed(ds, cfg["seed"]), batch_size=micro, sampler=sampler, num_workers=cfg["workers"],
         pin_memory=device.type == "cuda", persistent_workers=cfg["workers"] > 0, drop_last=True,
+        worker_init_fn=common.ignore_stop_signals,
         collate_fn=lambda items: torch.stack([x for x, _ in items]))  # labels are not used in pretraining
     if run.main_rank:
-        os.makedirs(cfg["out_dir"], exist_ok=True)
+        common.prepare_out_dir(cfg, "train.py")
         print("config:", {k: cfg[k] for k in cfg}, flush=True)
         print(f"encoder {M.count_params(encoder) / 1e6:.2f}M params, predictor {M.count_params(predictor) / 1e6:.2f}M,"
               f" {world} process(es) on {device}, {micro} images per micro-batch, {run.total} steps", flush=True)
@@ -293,18 +305,17 @@ def loop(run):
     """Steps run.step → run.stop_at with logging, the in-training evaluation and checkpoints. Ctrl-C or a cluster's
     SIGTERM finishes the step, saves and stops, so a checkpoint is never corrupt. Returns the last log row and
     evaluation."""
-    cfg, ipe, stop = run.cfg, run.ipe, common.GracefulStop()
-    log = common.JsonlLog(os.path.join(cfg["out_dir"], "log.jsonl"), run.main_rank)
-    eval_set = fixed_eval_set(cfg, run.device) if run.main_rank and cfg["eval_images"] > 0 else None
+    cfg, ipe, eval_set, run.stopped = run.cfg, run.ipe, run.eval_set, common.GracefulStop()
+    stop, log = run.stopped, common.JsonlLog(os.path.join(cfg["out_dir"], "log.jsonl"), run.main_rank)
     nonfinite = torch.zeros((), dtype=torch.bool, device=run.device)
     loss_sum = torch.zeros((), device=run.device)  # mean loss over the log interval, summed on the device (no sync)
     bar = tqdm(total=run.stop_at, initial=run.step, disable=not run.main_rank, dynamic_ncols=True)
-    t_log, wait, n_img, last, result = time.perf_counter(), 0.0, 0, {}, {}
-    while run.step < run.stop_at and not stop.requested:
+    t_log, wait, n_img, last, result, halted = time.perf_counter(), 0.0, 0, {}, {}, False
+    while run.step < run.stop_at and not halted:
         run.sampler.set_epoch(run.step // ipe, run.step % ipe)
         it = iter(run.loader)
         for _ in range(run.step % ipe, ipe):
-            if run.step >= run.stop_at or stop.requested:
+            if run.step >= run.stop_at or halted:
                 break
             t0 = time.perf_counter()
             imgs = [next(it).to(run.device, non_blocking=True) for _ in range(cfg["accum"])]
@@ -317,25 +328,25 @@ def loop(run):
             run.step += 1
             n_img += cfg["batch_size"]
             bar.update(1)
-            if (run.step % cfg["log_every"] == 0 or run.step == run.stop_at) and nonfinite.item():
-                fail_nonfinite(run, stop)  # the only host syncs: log steps and saves, on every rank
+            halted, epoch_end = stop.requested, run.step % ipe == 0  # read once: a stop saves this very step
+            save_now = (epoch_end and (run.step // ipe) % cfg["save_every"] == 0) or run.step == run.stop_at or halted
+            if (run.step % cfg["log_every"] == 0 or save_now) and nonfinite.item():
+                stop.restore()  # the only host syncs: log steps and saves, on every rank; a NaN state is never saved
+                common.exit_nonfinite("train.py", run.step, run.ckpt_path, "--lr", run.main_rank)
             if log_now:
                 dt = time.perf_counter() - t_log
                 last = log_row(run, out, loss_sum.item() / (n_img // cfg["batch_size"]), n_img / dt, wait / dt, bar)
                 log.write(**last)
                 t_log, wait, n_img = time.perf_counter(), 0.0, 0
                 loss_sum.zero_()
-            epoch_end = run.step % ipe == 0
-            save_now = (epoch_end and (run.step // ipe) % cfg["save_every"] == 0) or run.step == run.stop_at \
-                or stop.requested
-            if eval_set is not None and (cfg["eval_every"] and run.step % cfg["eval_every"] == 0
-                                         or not cfg["eval_every"] and save_now):
+            if eval_set is not None and (cfg["eval_every"] > 0 and run.step % cfg["eval_every"] == 0
+                                         or cfg["eval_every"] < 0 and save_now):
                 result = in_training_eval(cfg, run.nets, eval_set, run.amp)
                 log.write(step=run.step, **result)
                 probes = ", ".join(f"{k[6:]} {v:.2f}" for k, v in result.items() if k.startswith("probe/"))
                 bar.write(f"step {run.step}: MRR {result['mrr']:.3f} (chance {result['mrr_chance']:.3f}), target rank "
                           f"{result['rank']:.1f}, variance by position {result['var_position']:.2f}; probe {probes}")
-            if run.main_rank and save_now and not nonfinite.item():
+            if run.main_rank and save_now:
                 save(run, epoch_end)
     bar.close()
     stop.restore()
@@ -369,26 +380,11 @@ def save(run, epoch_done):
         common.save_atomic(ck, os.path.join(run.cfg["out_dir"], f"ep{epoch:04d}.pt"))
 
 
-def fail_nonfinite(run, stop):
-    stop.restore()
-    if run.main_rank:
-        print(f"train.py: error: loss became NaN/Inf before step {run.step}; nothing was saved from this state, the "
-              f"last good checkpoint stays at {run.ckpt_path}. Lower --lr or use --dtype float32.", file=sys.stderr)
-    sys.exit(1)
-
-
 def finish(run, last, result):
     if run.main_rank:
         print(f"done: step {run.step}, loss {last.get('loss', float('nan')):.4f}"
               + (f", MRR {result['mrr']:.3f}" if result else "") + f"; checkpoint {run.ckpt_path}", flush=True)
-    if run.world > 1:  # a cheap end-of-run check that DDP kept the replicas identical
-        sums = torch.stack([p.detach().double().sum() for p in run.nets.encoder.parameters()])
-        gathered = [torch.zeros_like(sums) for _ in range(run.world)]
-        dist.all_gather(gathered, sums)
-        if run.main_rank:
-            print(f"replicas identical: {all(torch.equal(g, sums) for g in gathered)}", flush=True)
-        dist.barrier()
-        dist.destroy_process_group()
+    common.end_distributed(run.nets.encoder, run.world, run.main_rank)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ rm -rf "$DIR/train"
 NAME="train quickstart (micro/8 at 32px)"
 # shellcheck disable=SC2086  # TRAIN_EXTRA is a list of flags
 if TIMEOUT_OPTS="--foreground -s TERM" run_step "$TRAIN_S" "$DIR/train.log" python train.py --config \
-    configs/quickstart.json --batch_size "$TRAIN_BATCH" --eval_every 0 --out_dir "$DIR/train" $TRAIN_EXTRA; then
+    configs/quickstart.json --batch_size "$TRAIN_BATCH" --eval_every -1 --out_dir "$DIR/train" $TRAIN_EXTRA; then
   python -c "$TRAIN_PY" "$RES" "$NAME" "$DIR/train/log.jsonl" "$TRAIN_BATCH" "$WALL" "$RC" "$DIR/train.log" "$SMOKE"
 else
   fill "$DIR/train.log" "$NAME"

@@ -7,13 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CKPT=${1:-runs/quickstart/latest.pt}
 ARCH="--model micro --img_size 32 --patch_size 8 --pred_depth 3 --pred_width 96 --cond feature"
-COMMON="--data shapes --label ${LABEL:-shape} --epochs 5 --train_images 2000 --val_images 1000 --batch_size 64 --warmup_epochs 1"
+COMMON="--data shapes --label ${LABEL:-shape} --epochs 5 --train_images 2000 --val_images 1000 --batch_size 64"
+COMMON="$COMMON --warmup_epochs 1"
 for init in checkpoint random; do
   for p in linear attentive predictor encoder end_to_end multitask; do
     src="--ckpt $CKPT"; [ "$init" = random ] && src="--random_init true --predictor_init random $ARCH"
     lr=""; case $p in encoder|end_to_end) ;; linear) ;; *) lr="--blr 0.004";; esac
     t0=$(date +%s)
-    line=$(python finetune.py --protocol $p $src $COMMON $lr --out_dir runs/leverage/${LABEL:-shape}-$init-$p 2>/dev/null | tail -n 1)
+    # --overwrite true: every call recomputes the table, over the folders of the previous call
+    line=$(python finetune.py --protocol $p $src $COMMON $lr --out_dir runs/leverage/${LABEL:-shape}-$init-$p \
+           --overwrite true 2>/dev/null | tail -n 1)
     echo "$init $line $(( $(date +%s) - t0 ))s"
   done
 done

@@ -12,8 +12,9 @@
 #   fig1     the nearest-neighbour picture (Figure 1) -> assets/nn.png
 #   summary  the README tables from runs/paper/results.tsv
 # Usage: bash scripts/paper_tables.sh [table1 table2 table4 table8 longer fig1 summary]   (default: all, in order)
-# Finished runs are skipped, so an interrupted call can simply be repeated. Each result line is appended to
-# runs/paper/results.tsv as: table, run, seed, metric, value, seconds.
+# Finished runs are skipped (a `done` marker), so an interrupted call can simply be repeated: an interrupted run
+# continues from its latest.pt (--resume latest), or starts over (--overwrite true) when it saved none. Each result
+# line is appended to runs/paper/results.tsv as: table, run, seed, metric, value, seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=runs/paper
@@ -25,8 +26,9 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # the seeds of a table run side by
 pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, then its MRR (bank 256, 16 images)
   local name=$1 seed=$2 dir=$OUT/$1_s$2; shift 2
   if [ ! -f $dir/done ]; then
-    local t0=$(date +%s)
-    python train.py --config configs/quickstart.json --seed $seed --eval_every 1000000 --out_dir $dir "$@" > $dir.log 2>&1
+    local t0=$(date +%s) again="--overwrite true"; [ -f $dir/latest.pt ] && again="--resume latest"
+    python train.py --config configs/quickstart.json --seed $seed --eval_every 0 --out_dir $dir $again "$@" \
+      > $dir.log 2>&1
     echo -e "pretrain\t$name\t$seed\tseconds\t$(( $(date +%s) - t0 ))\t$(( $(date +%s) - t0 ))" >> $RES
     local t1=$(date +%s)
     local mrr=$(python evaluate_mrr.py --ckpt $dir/latest.pt --images 16 --bank 256 | tail -n 1 | cut -d' ' -f2)
@@ -44,10 +46,10 @@ finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on the 
   local tag=$proto; for a in "$@"; do case $a in random) tag=${proto}_random;; esac; done
   local dir=$OUT/ft/${name}_s${seed}_$tag
   if [ ! -f $dir/done ]; then
-    local t0=$(date +%s)
+    local t0=$(date +%s) again="--overwrite true"; [ -f $dir/latest.pt ] && again="--resume latest"
     local line=$(python finetune.py --protocol $proto --ckpt $OUT/${name}_s${seed}/latest.pt --label color \
-                 --train_images 2000 --val_images 1000 --epochs 5 --batch_size 64 --out_dir $dir "$@" 2>/dev/null \
-                 | tail -n 1)
+                 --train_images 2000 --val_images 1000 --epochs 5 --batch_size 64 --out_dir $dir $again "$@" \
+                 2>/dev/null | tail -n 1)
     echo -e "$table\t$name\t$seed\t$tag\t${line##* }\t$(( $(date +%s) - t0 ))" >> $RES
     mkdir -p $dir && touch $dir/done
   fi

@@ -11,7 +11,6 @@ from torchvision.io import read_image
 import augment
 import evaluate_mrr as E
 import model as M
-from conftest import assert_one_line_error
 
 # blur sigma fixed so that every source view is a deterministic function of the image (the oracle looks it up)
 AUG = dataclasses.replace(augment.PRESETS["iwm"], blur_sigma=(1.0, 1.0))
@@ -154,13 +153,13 @@ RUN = dict(model="micro", img_size=32, patch_size=8, pred_depth=1, pred_width=32
            augment="iwm", data="shapes", data_root="")
 
 
-def save_ckpt(path, cond="feature", config=True, prefix="", drop=(), _built={}):
+def save_ckpt(path, cond="feature", config=True, prefix="", _built={}):
     if cond not in _built:  # building even a micro ViT is slow on a loaded CPU: once per conditioning
         torch.manual_seed(0)
         _built[cond] = M.build_models({**RUN, "cond": cond}, len(augment.ACTION_NAMES))
     enc, pred = _built[cond]
     sd = {"encoder": enc.state_dict(), "target_encoder": enc.state_dict(), "predictor": pred.state_dict()}
-    sd = {k: {prefix + n: t for n, t in v.items()} for k, v in sd.items() if k not in drop}
+    sd = {k: {prefix + n: t for n, t in v.items()} for k, v in sd.items()}
     if config:
         sd["config"] = {**RUN, "cond": cond}
     torch.save(sd, path)
@@ -170,7 +169,7 @@ def save_ckpt(path, cond="feature", config=True, prefix="", drop=(), _built={}):
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
-    return {"ck": save_ckpt(d / "ck.pt"), "nopred": save_ckpt(d / "nopred.pt", drop=("predictor",)),
+    return {"ck": save_ckpt(d / "ck.pt"),
             "official": save_ckpt(d / "ijepa.pth.tar", cond="none", config=False, prefix="module.")}
 
 
@@ -190,26 +189,6 @@ def test_cli_official_checkpoint_infers_the_architecture(ckpts, capsys):
     assert "micro 32px/8, predictor 1x32 cond none" in out and out.strip().splitlines()[-1].startswith("MRR 0.")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--ckpt", "nope.pt"], "checkpoint not found: nope.pt"),
-    (["--ckpt", "{nopred}"], "'predictor'"),
-    (["--ckpt", "{ck}", "--img_size", "64"], "--img_size 64 vs checkpoint 32"),
-    (["--ckpt", "{official}"], "pass --data"),
-    (["--ckpt", "{ck}", "--augment", "heavy"], "--augment must be one of"),
-])
-def test_cli_errors_are_one_line(ckpts, capsys, args, message):
-    with pytest.raises(SystemExit) as e:
-        E.main([a.format(**ckpts) for a in args])
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and message in err and len(err.splitlines()) == 1
-
-
-def test_cli_bad_checkpoint_files_are_one_line(bad_checkpoint, capsys):
-    with pytest.raises(SystemExit) as e:
-        E.main(["--ckpt", bad_checkpoint, "--images", "1", "--bank", "4"])
-    assert_one_line_error(e, capsys.readouterr().err, bad_checkpoint)
-
-
 def test_oracle_error_is_zero_and_the_bank_spread_is_not(nets):
     enc, tgt, imgs = nets
     res = score(enc, tgt, Oracle(enc, tgt, imgs), imgs, sources=("clean", "blur"), components=True)
@@ -222,7 +201,8 @@ def test_token_stats_tell_a_collapsed_representation_from_a_random_one():
     B, N, D = 64, 16, 32
     random = torch.randn(B, N, D, generator=g)
     # collapse onto one image statistic ("brightness"): every token of an image is the same point on one line
-    collapsed = torch.randn(B, 1, 1, generator=g) * torch.randn(D, generator=g) + 0.01 * torch.randn(B, N, D, generator=g)
+    collapsed = (torch.randn(B, 1, 1, generator=g) * torch.randn(D, generator=g)
+                 + 0.01 * torch.randn(B, N, D, generator=g))
     positional = torch.randn(1, N, D, generator=g).expand(B, -1, -1)
     r, c, p = E.token_stats(random), E.token_stats(collapsed), E.token_stats(positional)
     assert r["rank"] > 20 and E.collapse_warning(r) is None

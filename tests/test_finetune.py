@@ -8,7 +8,6 @@ import torch
 import augment
 import finetune
 import model as M
-from conftest import assert_one_line_error
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARCH = dict(model="micro", img_size=32, patch_size=8, pred_depth=1, pred_width=64, cond="feature")
@@ -195,26 +194,3 @@ def test_each_protocol_does_what_its_table_row_says(ckpt, tmp_path, monkeypatch,
     assert bool(got.get("extracted")) == row["cached"]
 
 
-def test_bad_input_is_a_one_line_error(ckpt, tmp_path, capsys):
-    for flags in (["--protocol", "bogus"], ["--protocol", "linear"], ["--ckpt", str(tmp_path / "nope.pt")],
-                  ["--ckpt", str(ckpt), "--label", "nope"], ["--ckpt", str(ckpt), "--resume", "latest"]):
-        with pytest.raises(SystemExit):
-            finetune.main(flags + ["--out_dir", str(tmp_path)])
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("finetune.py: error:"), err
-
-
-def test_bad_checkpoint_files_are_one_line_errors(bad_checkpoint, tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        finetune.main(["--ckpt", bad_checkpoint, "--out_dir", str(tmp_path)])
-    assert_one_line_error(e, capsys.readouterr().err, bad_checkpoint)
-
-
-def test_refuses_flags_that_contradict_the_checkpoint(ckpt, tmp_path, capsys):
-    """As evaluate_mrr: an architecture flag that is set and differs from the checkpoint's config is an error (it
-    used to be replaced silently by the checkpoint's value); flags left empty take the checkpoint's."""
-    with pytest.raises(SystemExit) as e:
-        run(ckpt, tmp_path, "linear", "--img_size", "64", "--cond", "none")
-    err = capsys.readouterr().err
-    assert_one_line_error(e, err, str(ckpt))
-    assert "--img_size 64 vs checkpoint 32, --cond none vs checkpoint feature" in err

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 11's goals for one pretrained run: the world model's MRR by source and by jitter component (bank 256), the
+# null action, the target tokens' effective rank and variance split (evaluate_mrr.py), then per label:
+#   linear     linear probe of the checkpoint's target encoder  vs  a random init of the same architecture
+#   predictor  predictor finetuning from the pretrained predictor  vs  a random predictor (both on the frozen encoder)
+#   supervised the same architecture trained from random init on the label (plain recipe: no mixup, cutmix,
+#              RandAugment, erasing or smoothing): is the label learnable at this size and budget at all?
+# Every finetune.py run: 5 epochs, 2000 train / 1000 val images. Prints "label protocol init top1 seconds" rows and
+# writes them to RUN_DIR/check.tsv.
+# Usage: bash scripts/recipe_check.sh RUN_DIR [LABELS]        (LABELS: comma-separated; default every label)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=$1
+CKPT=$RUN/latest.pt
+read -r DATA ROOT ARCH ALL < <(python - "$CKPT" <<'PY'
+import sys
+import augment, data, model as M
+ck, run = M.load_checkpoint(sys.argv[1])
+ds = data.build_dataset(run["data"], run.get("data_root") or None, "val", size=run["img_size"])
+arch = ",".join(f"--{k},{run[k]}" for k in ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond"))
+print(run["data"], run.get("data_root") or "-", arch, ",".join(ds.label_names))
+PY
+)
+ARCH=${ARCH//,/ }
+ROOT_FLAG=""; [ "$ROOT" != "-" ] && ROOT_FLAG="--data_root $ROOT"
+LABELS=${2:-$ALL}
+python evaluate_mrr.py --ckpt "$CKPT" --images 16 --bank 256 | tee "$RUN/mrr.txt"
+COMMON="--data $DATA $ROOT_FLAG --epochs 5 --train_images 2000 --val_images 1000 --batch_size 64"
+PLAIN="--mixup 0 --cutmix 0 --randaug 0 --reprob 0 --smoothing 0"
+: > "$RUN/check.tsv"
+ft() {  # ft LABEL PROTOCOL INIT [finetune.py flags...]
+  local label=$1 proto=$2 init=$3; shift 3
+  local t0=$(date +%s)
+  # --overwrite true: each call recomputes the table, over the folders of the previous call
+  local line=$(python finetune.py --protocol $proto --label $label $COMMON --out_dir $RUN/check/$label-$proto-$init \
+               --overwrite true "$@" 2>/dev/null | tail -n 1)
+  printf "%s\t%s\t%s\t%s\t%s\n" $label $proto $init ${line##* } $(( $(date +%s) - t0 )) | tee -a "$RUN/check.tsv"
+}
+for label in ${LABELS//,/ }; do
+  ft $label linear checkpoint --ckpt "$CKPT"
+  ft $label linear random --random_init true $ARCH
+  ft $label predictor pretrained --ckpt "$CKPT" --blr 0.004
+  ft $label predictor random --ckpt "$CKPT" --blr 0.004 --predictor_init random
+  ft $label supervised random --random_init true $ARCH $PLAIN --protocol encoder
+done
