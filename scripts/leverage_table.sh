@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CKPT=${1:-runs/quickstart/latest.pt}
-ARCH="--model micro --img_size 32 --patch_size 8 --pred_depth 3 --pred_width 96 --cond feature"
+ARCH="--model micro --img_size 64 --patch_size 8 --pred_depth 6 --pred_width 128 --cond feature"  # the quick start's
 COMMON="--data shapes --label ${LABEL:-shape} --epochs 5 --train_images 2000 --val_images 1000 --batch_size 64"
 COMMON="$COMMON --warmup_epochs 1"
 for init in checkpoint random; do
