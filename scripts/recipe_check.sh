@@ -5,7 +5,8 @@
 #   predictor  predictor finetuning from the pretrained predictor  vs  a random predictor (both on the frozen encoder)
 #   supervised the same architecture trained from random init on the label (plain recipe: no mixup, cutmix,
 #              RandAugment, erasing or smoothing): is the label learnable at this size and budget at all?
-# Every finetune.py run: 5 epochs, 2000 train / 1000 val images. Prints "label protocol init top1 seconds" rows and
+# Linear probes: 5 epochs on 2000 train / 1000 val images (features cached); the other runs: 3 epochs on
+# 1000 / 500 (they run the encoder or predictor every step). Prints "label protocol init top1 seconds" rows and
 # writes them to RUN_DIR/check.tsv.
 # Usage: bash scripts/recipe_check.sh RUN_DIR [LABELS]        (LABELS: comma-separated; default every label)
 set -euo pipefail
@@ -25,7 +26,9 @@ ARCH=${ARCH//,/ }
 ROOT_FLAG=""; [ "$ROOT" != "-" ] && ROOT_FLAG="--data_root $ROOT"
 LABELS=${2:-$ALL}
 python evaluate_mrr.py --ckpt "$CKPT" --images 16 --bank 256 | tee "$RUN/mrr.txt"
-COMMON="--data $DATA $ROOT_FLAG --epochs 5 --train_images 2000 --val_images 1000 --batch_size 64"
+COMMON="--data $DATA $ROOT_FLAG --batch_size 64"
+PROBE="--epochs 5 --train_images 2000 --val_images 1000"
+SHORT="--epochs 3 --train_images 1000 --val_images 500"
 PLAIN="--mixup 0 --cutmix 0 --randaug 0 --reprob 0 --smoothing 0"
 : > "$RUN/check.tsv"
 ft() {  # ft LABEL PROTOCOL INIT [finetune.py flags...]
@@ -37,9 +40,9 @@ ft() {  # ft LABEL PROTOCOL INIT [finetune.py flags...]
   printf "%s\t%s\t%s\t%s\t%s\n" $label $proto $init ${line##* } $(( $(date +%s) - t0 )) | tee -a "$RUN/check.tsv"
 }
 for label in ${LABELS//,/ }; do
-  ft $label linear checkpoint --ckpt "$CKPT"
-  ft $label linear random --random_init true $ARCH
-  ft $label predictor pretrained --ckpt "$CKPT" --blr 0.004
-  ft $label predictor random --ckpt "$CKPT" --blr 0.004 --predictor_init random
-  ft $label supervised random --random_init true $ARCH $PLAIN --protocol encoder
+  ft $label linear checkpoint --ckpt "$CKPT" $PROBE
+  ft $label linear random --random_init true $ARCH $PROBE
+  ft $label predictor pretrained --ckpt "$CKPT" --blr 0.004 $SHORT
+  ft $label predictor random --ckpt "$CKPT" --blr 0.004 --predictor_init random $SHORT
+  ft $label supervised random --random_init true $ARCH $PLAIN --protocol encoder $SHORT
 done
