@@ -69,8 +69,8 @@ print("| setting | linear | attentive | paper linear / attentive |\n|---|---|---
 for run, name, paper in (("ijepa_d3", "I-JEPA", "–"), ("iwm_d1", "IWM Inv-like", "74.5 / 77.0"),
                          ("cond_feature", "IWM Equi-like", "67.5 / 75.1"), ("random", "random init", "–")):
     r = "_random" if run == "random" else ""
-    print(f"| {name} | {cell('table4', run, 'linear' + r, '{:.1f}')} | {cell('table4', run, 'attentive' + r, '{:.1f}')} "
-          f"| {paper} |")
+    lin, att = (cell("table4", run, m + r, "{:.1f}") for m in ("linear", "attentive"))
+    print(f"| {name} | {lin} | {att} | {paper} |")
 
 print("\nTable 8 / Figure 4, every pretraining setting: MRR and colour top-1 % of the linear probe and of predictor "
       "finetuning, mean ± std over seeds\n")
