@@ -257,10 +257,13 @@ def in_training_eval(cfg, nets, eval_set, amp):
                     generator=torch.Generator().manual_seed(0), encoding=cfg["action"])
     out = {"mrr": res["mrr"], "mrr_chance": res["chance"]}
     (tr_x, tr_y), (va_x, va_y) = eval_set["probe"]
-    with torch.no_grad(), common.autocast(tr_x.device, amp):
-        tr_f, va_f = [torch.cat([target_encoder(augment.normalize(b.float() / 255)).float().mean(1)
-                                 for b in x.split(256)]) for x in (tr_x, va_x)]
-    out.update(token_stats(target_latents(target_encoder, va_x[:256].float() / 255, 64)))
+    encode = lambda b: target_encoder(augment.normalize(b.float() / 255)).float()
+    with torch.no_grad(), common.autocast(tr_x.device, amp):  # chunks of 256 images, pooled at once: bounded memory
+        tr_f = torch.cat([encode(b).mean(1) for b in tr_x.split(256)])
+        first, *rest = va_x.split(256)
+        h = encode(first)  # the first 256 val images' tokens serve the probe and their health (token_stats)
+        va_f = torch.cat([h.mean(1)] + [encode(b).mean(1) for b in rest])
+    out.update(token_stats(F.layer_norm(h, h.shape[-1:])))  # layer-normed like the training targets
     for t, name in enumerate(eval_set["labels"]):
         out[f"probe/{name}"] = ridge_probe(tr_f, tr_y[:, t], va_f, va_y[:, t])
     for m in (encoder, predictor):
