@@ -296,7 +296,7 @@ def make_views(images, cfg=IWM, generator=None, *, params=None, encoding="log_st
                   "target": sample_params(len(img), cfg, destructive=False, generator=generator, device=img.device)}
     src, tgt = params["source"], params["target"]
     x, y = apply_params(img, src, cfg), apply_params(img, tgt, cfg)
-    return x, y, action_from_params(src, tgt, cfg, encoding), params
+    return x, y, action_from_params(src, tgt, cfg, encoding).to(img.device, non_blocking=True), params
 
 
 def normalize(x):

@@ -185,7 +185,7 @@ fill "$DIR/bench_eager.log" "$IWM, eager" "$IJEPA, eager" "$H14"
 # 3. a real training run, stopped by SIGTERM near TRAIN_S (train.py then finishes the step, evaluates and saves);
 # --foreground: the signal goes to train.py alone, not to its loader workers
 rm -rf "$DIR/train"
-NAME="train quickstart (micro/8 at 32px)"
+NAME="train quickstart (micro/8 at 64px)"
 # shellcheck disable=SC2086  # TRAIN_EXTRA is a list of flags
 if TIMEOUT_OPTS="--foreground -s TERM" run_step "$TRAIN_S" "$DIR/train.log" python train.py --config \
     configs/quickstart.json --batch_size "$TRAIN_BATCH" --eval_every -1 --out_dir "$DIR/train" $TRAIN_EXTRA; then
