@@ -50,7 +50,7 @@ class Laps:
 
 def main(argv=None):
     cfg = train.check_config(common.parse_config(CONFIG, argv, "bench.py", __doc__), "bench.py")
-    device = common.pick_device(cfg["device"], common.setup_distributed()[2])
+    device = common.setup_distributed(cfg["device"])[2]
     torch.manual_seed(cfg["seed"])
     encoder, predictor = M.build_models(cfg, len(augment.ACTION_NAMES))
     run = train.build(dict(cfg, accum=1), 0, 1, device, encoder, predictor, cfg["warmup"] + cfg["steps"])
@@ -77,7 +77,8 @@ def main(argv=None):
         laps.start()
         train.train_step(run, i, imgs, lap=laps)
     from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as fc:  # model FLOPs of one step (forward + backward), eager
+    with FlopCounterMode(display=False) as fc, torch.compiler.set_stance("force_eager"):  # model FLOPs of one
+        # step (forward + backward), counted eager: --compile's blocks run uncompiled here
         train.train_step(types.SimpleNamespace(**dict(vars(run), wrapped=run.nets)), 0, imgs)
     flops = fc.get_total_flops() / B
     times = laps.times

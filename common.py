@@ -139,14 +139,18 @@ def check_values(cfg, prog, minimum=None):
                    "or auto")
 
 
-def setup_distributed():
-    """torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; NCCL on GPU, gloo on CPU. Returns (rank, world, device)."""
+def setup_distributed(name="auto"):
+    """torchrun sets RANK / LOCAL_RANK / WORLD_SIZE. `name` is --device: auto = this rank's GPU (cuda:LOCAL_RANK)
+    where there is one, else the CPU; cuda (no index) = cuda:LOCAL_RANK. NCCL on GPU, gloo on CPU, so that
+    `--device cpu` under torchrun runs on gloo on a GPU machine too. Returns (rank, world, device)."""
     rank, world, local = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local if device.index is None else device.index)
+        if device.index >= torch.cuda.device_count():  # e.g. torchrun --nproc_per_node=2 on a one-GPU machine
+            fail(os.path.basename(sys.argv[0]), f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                                 "device(s); start at most that many processes per node, or use --device cpu")
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
@@ -158,10 +162,6 @@ def no_sync(modules, quiet):
     for m in modules if quiet else ():
         stack.enter_context(m.no_sync())
     return stack
-
-
-def pick_device(name, device):
-    return device if name == "auto" else torch.device(name)
 
 
 def autocast_dtype(device, name="auto"):

@@ -328,8 +328,7 @@ def main(argv=None):
         common.fail(prog, e)
     images, what = load_images(cfg, run, prog)  # before building the models: bad data fails fast
     name = cfg["augment"] or ("strong" if run.get("augment") == "strong" else "iwm")  # as train.py's evaluation
-    _, _, device = common.setup_distributed()
-    device = common.pick_device(cfg["device"], device)
+    _, _, device = common.setup_distributed(cfg["device"])
     try:
         nets = [m.to(device).eval() for m in M.build_from_checkpoint(ckpt, run, len(augment.ACTION_NAMES),
                                                                      name=cfg["ckpt"])]

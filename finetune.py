@@ -357,10 +357,10 @@ def setup(argv=None, prog="finetune.py", doc=None, defaults=CONFIG):
         if cfg[key] not in allowed:
             common.fail(prog, f"--{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
     common.check_values(cfg, prog, dict.fromkeys(("batch_size", "epochs", "eval_every_epochs", "log_every"), 1))
-    rank, world, device = common.setup_distributed()
+    rank, world, device = common.setup_distributed(cfg["device"])
     if cfg["batch_size"] % world:
         common.fail(prog, f"--batch_size {cfg['batch_size']} must divide by the world size {world}")
-    return cfg, rank, world, common.pick_device(cfg["device"], device)
+    return cfg, rank, world, device
 
 
 def main(argv=None):

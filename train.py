@@ -61,7 +61,7 @@ ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "con
 
 
 # The networks: `run.nets` holds the plain modules (weights, EMA, evaluation, checkpoints); `run.wrapped` what the
-# step calls: DDP around the two trained ones when world > 1, all three compiled with --compile, else the same.
+# step calls: DDP around the two trained ones when world > 1, else the same (--compile compiles blocks in place).
 Nets = collections.namedtuple("Nets", "encoder predictor target_encoder")
 
 
@@ -200,8 +200,7 @@ def train_step(run, step, micro_batches, lap=None, log=False):
 
 def main(argv=None):
     cfg = check_config(common.parse_config(CONFIG, argv, "train.py", __doc__))
-    rank, world, device = common.setup_distributed()
-    device = common.pick_device(cfg["device"], device)
+    rank, world, device = common.setup_distributed(cfg["device"])
     if cfg["batch_size"] % (world * cfg["accum"]):
         common.fail("train.py", f"batch_size {cfg['batch_size']} must divide by world size {world} × accum "
                                 f"{cfg['accum']}")
@@ -294,12 +293,28 @@ def load(path, flags, nets, need=M.NETS):
 
 
 def wrap(cfg, nets, device, world):
-    """What the step calls: DDP around the trained modules when world > 1 (the EMA target stays plain), then all
-    three compiled with --compile."""
+    """What the step calls: DDP around the trained modules when world > 1 (the EMA target stays plain); with
+    --compile, the blocks of all three compiled in place."""
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         nets = nets._replace(encoder=DDP(nets.encoder, device_ids=ids), predictor=DDP(nets.predictor, device_ids=ids))
-    return Nets(*map(torch.compile, nets)) if cfg["compile"] else nets
+    if cfg["compile"]:
+        compile_blocks(nets)
+    return nets
+
+
+def compile_blocks(nets):
+    """--compile: every transformer block compiled in place, on its own ("regional" compilation). One graph serves
+    all the blocks of a width, so start-up takes seconds where whole-network graphs took minutes, and the token
+    count, which the masks vary from step to step, is dynamic from the first step instead of after a recompile.
+    The state_dict keys do not change."""
+    triton = torch._inductor.config.triton
+    if hasattr(triton, "mix_order_reduction"):  # torch 2.11 on an H100: with dynamic token counts this fusion of the
+        triton.mix_order_reduction = False      # LayerNorm backward sized its workspace wrong and the step failed
+    for net in nets:
+        for blk in net.modules():
+            if isinstance(blk, M.Block):
+                blk.compile(dynamic=True)
 
 
 def loop(run):

@@ -9,8 +9,13 @@ import augment
 import finetune
 import model as M
 
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARCH = dict(model="micro", img_size=32, patch_size=8, pred_depth=1, pred_width=64, cond="feature")
+
+
+def load(path):  # checkpoints written on a GPU hold CUDA tensors: compare everything on the CPU
+    return torch.load(path, map_location="cpu")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -88,8 +93,8 @@ def test_probes_beat_chance_and_keep_encoder_frozen(ckpt, tmp_path, capsys, capt
 
 
 def assert_frozen(ckpt, encoder):
-    ref, after = torch.load(ckpt)["target_encoder"], encoder.state_dict()
-    assert ref.keys() == after.keys() and all(torch.equal(ref[k], after[k]) for k in ref)
+    ref, after = load(ckpt)["target_encoder"], encoder.state_dict()
+    assert ref.keys() == after.keys() and all(torch.equal(ref[k], after[k].cpu()) for k in ref)
     assert not any(p.requires_grad for p in encoder.parameters()) and not encoder.training
 
 
@@ -97,7 +102,7 @@ def test_predictor_protocol_trains_predictor_only(ckpt, tmp_path, captured):
     metrics = run(ckpt, tmp_path, "predictor", "--max_steps", "2", "--model", "micro")  # agrees with the checkpoint
     assert metrics["step"] == 2 and 0 <= metrics["top1"] <= 100 and captured["pretrained"]
     assert_frozen(ckpt, captured["encoder"])
-    saved, ref = torch.load(tmp_path / "latest.pt")["model"], torch.load(ckpt)["predictor"]
+    saved, ref = load(tmp_path / "latest.pt")["model"], load(ckpt)["predictor"]
     assert all(torch.equal(saved[f"predictor.{k}"], v) for k, v in ref.items() if k.endswith("pos_embed"))
     assert not torch.equal(saved["predictor.predictor_embed.weight"], ref["predictor_embed.weight"])
 
@@ -105,7 +110,7 @@ def test_predictor_protocol_trains_predictor_only(ckpt, tmp_path, captured):
 def test_encoder_finetuning_resumes_exactly_from_the_target_encoder(ckpt, tmp_path, capsys):
     """2 steps + resume to 4 == 4 straight steps (mixup/cutmix, drop path, RandAugment, erasing all seeded by
     step / sample); and finetuning starts from the checkpoint's target encoder, not the online one."""
-    sd = torch.load(ckpt)
+    sd = load(ckpt)
     sd["target_encoder"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in sd["target_encoder"].items()}
     torch.save(sd, tmp_path / "ck.pt")
     flags = ["--epochs", "2", "--warmup_epochs", "1"]
@@ -114,7 +119,7 @@ def test_encoder_finetuning_resumes_exactly_from_the_target_encoder(ckpt, tmp_pa
     straight = run(tmp_path / "ck.pt", tmp_path / "b", "encoder", *flags, "--max_steps", "4")
     assert resumed == straight and resumed["step"] == 4
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"encoder top1 {straight['top1']:.2f}"
-    a, b = (torch.load(tmp_path / d / "latest.pt") for d in ("a", "b"))
+    a, b = (load(tmp_path / d / "latest.pt") for d in ("a", "b"))
     assert a["step"] == 4 and all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
     moved = a["model"]["encoder.blocks.0.attn.qkv.weight"] - sd["target_encoder"]["blocks.0.attn.qkv.weight"]
     assert 0 < moved.abs().max() < 0.005  # trained, starting from the target encoder (the online one is 0.01 away)
@@ -127,7 +132,7 @@ def test_end_to_end_and_multitask_run(ckpt, tmp_path, capsys):
     assert {"top1_shape", "top1_count"} <= m.keys()
     assert m["top1"] == pytest.approx((m["top1_shape"] + m["top1_count"]) / 2)
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"multitask top1 {m['top1']:.2f}"
-    assert torch.load(tmp_path / "mt" / "latest.pt")["model"]["task_token"].shape[0] == 2
+    assert load(tmp_path / "mt" / "latest.pt")["model"]["task_token"].shape[0] == 2
 
 
 def test_multitask_baseline_script_adds_one_single_task_predictor_per_task(ckpt, tmp_path, capsys):
@@ -167,7 +172,7 @@ def test_each_protocol_does_what_its_table_row_says(ckpt, tmp_path, monkeypatch,
     run(ckpt, tmp_path, protocol, "--max_steps", "1", "--warmup_epochs", "0", "--batch_size", "16", "--train_images",
         "32", "--val_images", "16", *flags)
     (encoder, predictor, pretrained), (clf, scale) = got["models"], got["clf"]
-    moved = [any(not torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    moved = [any(not torch.equal(v.cpu(), before[k].cpu()) for k, v in m.state_dict().items())
              for m, before in zip((encoder, predictor), got["before"])]
     assert moved[0] == (row["encoder"] == "trained") == (clf.encoder is encoder)
     if row["encoder"] == "frozen":

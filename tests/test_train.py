@@ -70,7 +70,7 @@ def test_init_loads_our_weights(tmp_path):
 
 def test_ddp_two_processes_match_single(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    args = TINY + ["--max_steps", "3", "--accum", "1"]
+    args = TINY + ["--max_steps", "3", "--accum", "1", "--device", "cpu"]  # gloo, on a GPU machine too
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
            os.path.join(ROOT, "train.py")] + args + ["--out_dir", str(tmp_path / "ddp")]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -118,3 +118,15 @@ def test_eval_every(tmp_path, every, steps):
                  "--probe_images", "4")
     with open(os.path.join(out, "log.jsonl")) as f:
         assert [r["step"] for r in map(json.loads, f) if "mrr" in r] == steps
+
+
+def test_more_processes_than_gpus_is_one_clear_error(monkeypatch, capsys):
+    """torchrun --nproc_per_node=2 on a one-GPU machine: rank 1 would ask for cuda:1. --device cpu there stays on
+    the CPU (gloo) instead of taking the GPU."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit) as e:
+        common.setup_distributed("auto")
+    assert e.value.code == 2 and "cuda:1 does not exist: this machine has 1 CUDA device(s)" in capsys.readouterr().err
+    assert common.setup_distributed("cpu")[2] == torch.device("cpu")
