@@ -148,8 +148,9 @@ def setup_distributed(name="auto"):
     if device.type == "cuda":
         device = torch.device("cuda", local if device.index is None else device.index)
         if device.index >= torch.cuda.device_count():  # e.g. torchrun --nproc_per_node=2 on a one-GPU machine
-            fail(os.path.basename(sys.argv[0]), f"{device} does not exist: this machine has {torch.cuda.device_count()} CUDA "
-                                 "device(s); start at most that many processes per node, or use --device cpu")
+            n = torch.cuda.device_count()
+            fail(os.path.basename(sys.argv[0]), f"{device} does not exist: this machine has {n} CUDA device(s); start "
+                                                "at most that many processes per node, or use --device cpu")
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

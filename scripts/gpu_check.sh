@@ -3,7 +3,8 @@
 #   1. the test suite on the GPU (the tests that call train / bench / finetune / evaluate_mrr pick CUDA themselves);
 #   2. bench.py, the real training step, eager: ViT-B/16 IWM-Equi (predictor 18x384, feature conditioning, bf16) at
 #      the largest of 256/128/64 that fits, I-JEPA mode (predictor 6x384, I-JEPA's ViT-B) likewise, ViT-H/14 at the
-#      largest of 64/32/16: ms/step, images/s, peak memory per image, model GFLOP per image, MFU;
+#      largest of 64/32/16: ms/step (and at the first sight of the steps' token counts; see bench.py), images/s,
+#      peak memory per image, model GFLOP per image, MFU;
 #   3. a ~2-minute real training run (configs/quickstart.json at batch 256) and the MRR in its log;
 #   4. the two ViT-B rows again with --compile true at the batch found in 2, each in a fresh process.
 # The steps run in that order, each under a time limit cut from what is left of GPU_CHECK_BUDGET (default 465 s),
@@ -119,13 +120,14 @@ import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 dev = next((r["device"] for r in rows if r.get("device")), "?")
 print(f"\ngpu_check summary: {'SMOKE (CPU, toy shapes)' if sys.argv[2] == '1' else dev}")
-cols = ["check", "batch", "ms/step", "images/s", "MiB/image", "MFU %", "GFLOP/image", "s", "note"]
+cols = ["check", "batch", "ms/step", "first sight", "images/s", "MiB/image", "MFU %", "GFLOP/image", "s", "note"]
 fmt = lambda v, f, scale=1: "-" if v is None else format(v * scale, f)
 print("| " + " | ".join(cols) + " |")
 print("|" + "---|" * len(cols))
 for r in rows:
     g = r.get
-    cells = [r["name"], fmt(g("batch_size"), "d"), fmt(g("ms_per_step"), ".1f"), fmt(g("img_per_s"), ".0f"),
+    cells = [r["name"], fmt(g("batch_size"), "d"), fmt(g("ms_per_step"), ".1f"), fmt(g("ms_per_step_first"), ".1f"),
+             fmt(g("img_per_s"), ".0f"),
              fmt(g("mib_per_image"), ".1f"), fmt(g("mfu"), ".1f", 100), fmt(g("gflop_per_image"), ".1f"),
              fmt(g("wall_s"), ".0f"), ("" if r["ok"] else "FAILED: ") + (g("note") or "")]
     print("| " + " | ".join(cells) + " |")

@@ -14,14 +14,16 @@ SCRIPT = os.path.join(ROOT, "scripts", "gpu_check.sh")
 
 def test_bench_reports_all_stages(capsys, monkeypatch):
     calls, step = [], bench.train.train_step  # bench times train.py's own step: every pass goes through it
-    monkeypatch.setattr(bench.train, "train_step", lambda *a, **k: calls.append(k.get("lap")) or step(*a, **k))
+    monkeypatch.setattr(bench.train, "train_step", lambda *a, **k: calls.append((a[1], k.get("lap"))) or step(*a, **k))
     out = bench.main("--img_size 16 --patch_size 4 --model micro --pred_depth 1 --pred_width 32 --min_keep 4 "
                      "--batch_size 4 --steps 1 --warmup 1".split())  # on a GPU where there is one
     stages = set(out["stages_ms"])
     assert {"augment", "target fwd", "context fwd", "predictor fwd", "predictor bwd", "context bwd", "optimizer",
             "EMA"} <= stages
     assert out["ms_per_step"] > 0 and "GFLOP" in capsys.readouterr().out
-    assert len(calls) == 4 and sum(lap is not None for lap in calls) == 1  # warm-up, timed, staged, FLOP count
+    # warm-up on a step after the timed ones; first sight of the timed step's token counts, timed, staged, FLOPs
+    assert [i for i, _ in calls] == [1, 0, 0, 0, 0] and [lap is not None for _, lap in calls].count(True) == 1
+    assert 0 < out["ms_per_step_first"]
     assert out["batch_size"] == 4 and out["gflop_per_image"] > 0 and out["img_per_s"] > 0
     on_gpu = out["device"] != "cpu"
     assert (out["peak_mem_gib"] is not None) == on_gpu and (out["mib_per_image"] is not None) == on_gpu
@@ -32,7 +34,7 @@ def test_gpu_check_smoke_prints_summary_table(tmp_path):
     p = subprocess.run(["bash", SCRIPT, "--smoke"], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
-    assert "gpu_check summary: SMOKE" in out and "| check | batch | ms/step | images/s | MiB/image | MFU %" in out
+    assert "gpu_check summary: SMOKE" in out and "| check | batch | ms/step | first sight | images/s | MiB/image | MFU %" in out
     for row in ("| pytest: 1 passed", "| ViT-B/16 IWM-Equi 18x384, eager | 4 |", "| ViT-B/16 I-JEPA 6x384, eager | 4 |",
                 "| ViT-H/14 IWM-Equi 18x384, eager | 4 |", "| train quickstart", "MRR ", "--compile true"):
         assert row in out, row

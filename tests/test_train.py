@@ -2,6 +2,7 @@
 in-training evaluation runs (bad input: test_bad_inputs.py)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -51,6 +52,19 @@ def test_resume_is_exact(tmp_path):
     for key in ("encoder", "predictor", "target_encoder"):
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), (key, k)
+
+
+@pytest.mark.skipif(not any(map(shutil.which, ("g++", "c++", "clang++"))), reason="CPU inductor needs a C++ compiler")
+def test_compile_gives_the_eager_step(tmp_path):
+    """--compile compiles each block in place (regional): the losses are the eager ones to float tolerance, across
+    steps whose token counts differ, and the checkpoint keys are the plain modules' (no `_orig_mod.`)."""
+    _, eager = run(tmp_path, "--max_steps", "3", name="eager")
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    _, compiled = run(tmp_path, "--max_steps", "3", "--compile", "true", name="compiled")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # dynamo did compile the blocks
+    assert torch.allclose(torch.tensor(losses(compiled)), torch.tensor(losses(eager)), rtol=1e-4, atol=1e-5)
+    a, b = state(eager), state(compiled)
+    assert all(a[key].keys() == b[key].keys() for key in ("encoder", "predictor", "target_encoder"))
 
 
 def test_resume_refuses_other_config(tmp_path, capsys):
