@@ -7,12 +7,17 @@ imported from a clone that you give.
     python bench.py --model tiny --patch_size 16 --img_size 224 --pred_depth 6 --pred_width 384 --batch_size 16 \
         --method ijepa --loss smooth_l1 --steps 5 --warmup 2
 
+`--masks ours` feeds the official step the masks that bench.py's steps use (masks.sample_masks seeded by the step
+index, as train.py does with seed 0), so that both codes run the same token counts; the default is the official
+MaskCollator. Both scripts warm up on other steps, pass once over the timed steps, and time a second pass.
+
 The timed step is the official loop body, as written there: the MaskCollator call (it runs in the loader workers
 there, so it is timed separately and reported apart), target forward + layer norm + apply_masks, context encoder
 + predictor, smooth L1, backward, AdamW step, the Python EMA loop and `float(loss)`. Official I-JEPA masks and
 ImageNet recipe (1 context block of scale 0.85-1, 4 target blocks 0.15-0.2, aspect 0.75-1.5, min_keep 10).
 """
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -30,7 +35,11 @@ p.add_argument("--pred_width", type=int, default=384)
 p.add_argument("--batch_size", type=int, default=16)
 p.add_argument("--steps", type=int, default=5)
 p.add_argument("--warmup", type=int, default=2)
+p.add_argument("--masks", choices=("official", "ours"), default="official")
 args = p.parse_args()
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import masks as ours  # noqa: E402  (this repository's sampler, for --masks ours)
+import train  # noqa: E402
 sys.path.insert(0, args.ijepa_dir)
 try:
     from src.helper import init_model
@@ -58,9 +67,19 @@ batch = [(torch.randn(3, args.img_size, args.img_size), 0) for _ in range(args.b
 use_bf16 = device.type == "cuda"
 
 
-def step():
+def collate(i):
+    if args.masks == "official":
+        return collator(batch)
+    c, grid = train.CONFIG, (args.img_size // args.patch_size,) * 2
+    ctx, tgt = ours.sample_masks(len(batch), grid, num_targets=c["num_targets"], target_scale=c["target_scale"],
+                                 target_aspect=c["target_aspect"], context_scale=c["context_scale"],
+                                 min_keep=c["min_keep"], generator=torch.Generator().manual_seed(i))
+    return (torch.stack([b[0] for b in batch]), None), ctx, tgt
+
+
+def step(i):
     t0 = time.perf_counter()
-    (imgs, _), masks_enc, masks_pred = collator(batch)
+    (imgs, _), masks_enc, masks_pred = collate(i)
     t1 = time.perf_counter()
     imgs = imgs.to(device)
     masks_enc, masks_pred = [m.to(device) for m in masks_enc], [m.to(device) for m in masks_pred]
@@ -81,11 +100,15 @@ def step():
     return (time.perf_counter() - t0) * 1e3, (t1 - t0) * 1e3
 
 
-for _ in range(args.warmup):
-    step()
-times = [step() for _ in range(args.steps)]
+for i in range(args.warmup):
+    step(args.steps + i)
+for i in range(args.steps):  # the first pass over the timed steps, as bench.py does
+    step(i)
+times = [step(i) for i in range(args.steps)]
 ms, mask_ms = statistics.median(t for t, _ in times), statistics.median(m for _, m in times)
 print(f"official I-JEPA {args.model}/{args.patch_size} {args.img_size}px, predictor {args.pred_depth}x"
-      f"{args.pred_width}, batch {args.batch_size}, {device.type}, {torch.get_num_threads()} threads")
-print(f"median {ms:.0f} ms/step ({args.batch_size / ms * 1e3:.1f} img/s), of which mask collation {mask_ms:.1f} ms; "
-      f"all steps: {', '.join(f'{t:.0f}' for t, _ in times)}")
+      f"{args.pred_width}, batch {args.batch_size}, {device.type}, {torch.get_num_threads()} threads, "
+      f"{args.masks} masks")
+print(f"median {ms:.0f} ms/step, mean {statistics.mean(t for t, _ in times):.0f} ({args.batch_size / ms * 1e3:.1f} "
+      f"img/s at the median), of which mask collation {mask_ms:.1f} ms; all steps: "
+      f"{', '.join(f'{t:.0f}' for t, _ in times)}")
