@@ -36,9 +36,17 @@ p.add_argument("--batch_size", type=int, default=16)
 p.add_argument("--steps", type=int, default=5)
 p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--masks", choices=("official", "ours"), default="official")
+p.add_argument("--ours", default=None, metavar="FLAGS",
+               help='also time our train.train_step, of the same sizes on the same masks (implies --masks ours), '
+                    'alternating step by step with the official one; FLAGS: train.py keys, e.g. "--method ijepa '
+                    '--loss smooth_l1" or "--cond feature --one_pass true"')
 args = p.parse_args()
+args.masks = "ours" if args.ours is not None else args.masks
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import masks as ours  # noqa: E402  (this repository's sampler, for --masks ours)
+import augment  # noqa: E402  (this repository, for --masks ours and --ours)
+import common  # noqa: E402
+import masks as ours  # noqa: E402
+import model as M  # noqa: E402
 import train  # noqa: E402
 sys.path.insert(0, args.ijepa_dir)
 try:
@@ -100,15 +108,40 @@ def step(i):
     return (time.perf_counter() - t0) * 1e3, (t1 - t0) * 1e3
 
 
+def our_step():
+    """bench.py's step (train.train_step) for --ours: same sizes, batch and device; step i draws the masks that
+    collate(i) gives the official step."""
+    flags = ["--model", args.model.removeprefix("vit_"), "--patch_size", str(args.patch_size), "--img_size",
+             str(args.img_size), "--pred_depth", str(args.pred_depth), "--pred_width", str(args.pred_width),
+             "--batch_size", str(args.batch_size), "--device", device.type, "--seed", "0"] + args.ours.split()
+    cfg = train.check_config(common.parse_config(train.CONFIG, flags, "bench_official.py"), "bench_official.py")
+    enc, pred = M.build_models(cfg, len(augment.ACTION_NAMES))
+    run = train.build(dict(cfg, accum=1), 0, 1, device, enc, pred, args.warmup + args.steps)
+    imgs = [torch.randint(0, 256, (args.batch_size, 3, args.img_size, args.img_size), dtype=torch.uint8)]
+
+    def step_ours(i):
+        t0 = time.perf_counter()
+        float(train.train_step(run, i, imgs)["losses"][-1])  # a sync, as the official loop's float(loss)
+        return (time.perf_counter() - t0) * 1e3, 0.0
+    return step_ours
+
+
+steps = {"official": step} | ({"ours": our_step()} if args.ours is not None else {})
+times = {k: [] for k in steps}
 for i in range(args.warmup):
-    step(args.steps + i)
-for i in range(args.steps):  # the first pass over the timed steps, as bench.py does
-    step(i)
-times = [step(i) for i in range(args.steps)]
-ms, mask_ms = statistics.median(t for t, _ in times), statistics.median(m for _, m in times)
+    for f in steps.values():
+        f(args.steps + i)
+for i in range(2 * args.steps):  # the first pass over the timed steps untimed, as bench.py does; then alternate
+    for k, f in steps.items():
+        t = f(i % args.steps)
+        if i >= args.steps:
+            times[k].append(t)
+ms, mask_ms = statistics.median(t for t, _ in times["official"]), statistics.median(m for _, m in times["official"])
 print(f"official I-JEPA {args.model}/{args.patch_size} {args.img_size}px, predictor {args.pred_depth}x"
       f"{args.pred_width}, batch {args.batch_size}, {device.type}, {torch.get_num_threads()} threads, "
       f"{args.masks} masks")
-print(f"median {ms:.0f} ms/step, mean {statistics.mean(t for t, _ in times):.0f} ({args.batch_size / ms * 1e3:.1f} "
-      f"img/s at the median), of which mask collation {mask_ms:.1f} ms; all steps: "
-      f"{', '.join(f'{t:.0f}' for t, _ in times)}")
+for k, ts in times.items():
+    med = statistics.median(t for t, _ in ts)
+    print(f"{k}: median {med:.0f} ms/step, mean {statistics.mean(t for t, _ in ts):.0f}"
+          + (f" (ratio of medians {med / ms:.2f}, ours {args.ours})" if k == "ours" else
+             f", of which mask collation {mask_ms:.1f} ms") + f"; all steps: {', '.join(f'{t:.0f}' for t, _ in ts)}")
