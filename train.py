@@ -293,28 +293,19 @@ def load(path, flags, nets, need=M.NETS):
 
 
 def wrap(cfg, nets, device, world):
-    """What the step calls: DDP around the trained modules when world > 1 (the EMA target stays plain); with
-    --compile, the blocks of all three compiled in place."""
+    """What the step calls: DDP around the trained modules when world > 1 (the EMA target stays plain). --compile
+    compiles each transformer block in place ("regional": one graph serves all the blocks of a width, so start-up
+    takes seconds, not the minutes of whole networks), the token count, which the masks vary, dynamic from the start."""
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         nets = nets._replace(encoder=DDP(nets.encoder, device_ids=ids), predictor=DDP(nets.predictor, device_ids=ids))
     if cfg["compile"]:
-        compile_blocks(nets)
+        triton = torch._inductor.config.triton
+        if hasattr(triton, "mix_order_reduction"):  # torch 2.11 on an H100: with dynamic token counts this fusion of
+            triton.mix_order_reduction = False      # the LayerNorm backward sized its workspace wrong: the step failed
+        for blk in (b for net in nets for b in net.modules() if isinstance(b, M.Block)):
+            blk.compile(dynamic=True)
     return nets
-
-
-def compile_blocks(nets):
-    """--compile: every transformer block compiled in place, on its own ("regional" compilation). One graph serves
-    all the blocks of a width, so start-up takes seconds where whole-network graphs took minutes, and the token
-    count, which the masks vary from step to step, is dynamic from the first step instead of after a recompile.
-    The state_dict keys do not change."""
-    triton = torch._inductor.config.triton
-    if hasattr(triton, "mix_order_reduction"):  # torch 2.11 on an H100: with dynamic token counts this fusion of the
-        triton.mix_order_reduction = False      # LayerNorm backward sized its workspace wrong and the step failed
-    for net in nets:
-        for blk in net.modules():
-            if isinstance(blk, M.Block):
-                blk.compile(dynamic=True)
 
 
 def loop(run):
