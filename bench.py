@@ -4,9 +4,9 @@
     python bench.py --batch_size 256 --compile true                        # GPU: ViT-B/16, IWM-Equi 18×384, bf16
 Prints ms/step and images/s of the whole step (no syncs inside; steps whose mask token counts were seen before, as
 in a long run, and separately their first pass), then a per-stage breakdown measured in a third pass of the same
-steps with a device sync at each stage's end (masks + params, augment, target fwd, context
-fwd, predictor fwd + loss, predictor bwd, context bwd, optimizer, EMA), peak memory, model FLOPs per image and, on
-GPU, MFU against the assumed bf16 peak. `batch_size` is per device here (one process, no accumulation).
+steps with a device sync at each stage's end (masks + params, augment, target fwd, context fwd, predictor fwd +
+loss, predictor bwd, context bwd, optimizer, EMA), peak memory, model FLOPs per image and, on GPU, MFU against the
+assumed bf16 peak. `batch_size` is per device here (one process, no accumulation).
 main() also returns these figures as a dict (scripts/gpu_check.sh tabulates them).
 """
 import time

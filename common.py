@@ -147,8 +147,8 @@ def setup_distributed(name="auto"):
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     if device.type == "cuda":
         device = torch.device("cuda", local if device.index is None else device.index)
-        if device.index >= torch.cuda.device_count():  # e.g. torchrun --nproc_per_node=2 on a one-GPU machine
-            n = torch.cuda.device_count()
+        n = torch.cuda.device_count()
+        if device.index >= n:  # e.g. torchrun --nproc_per_node=2 on a one-GPU machine
             fail(os.path.basename(sys.argv[0]), f"{device} does not exist: this machine has {n} CUDA device(s); start "
                                                 "at most that many processes per node, or use --device cpu")
         torch.cuda.set_device(device)

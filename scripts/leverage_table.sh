@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CKPT=${1:-runs/quickstart/latest.pt}
-ARCH="--model micro --img_size 64 --patch_size 8 --pred_depth 6 --pred_width 128 --cond feature"  # the quick start's
+# the random init gets the checkpoint's own architecture (model.ARCH_KEYS), so the two columns compare like with like
+ARCH=$(python -c 'import sys, model as M; run = M.load_checkpoint(sys.argv[1])[1]
+print(" ".join(f"--{k} {run[k]}" for k in M.ARCH_KEYS))' "$CKPT")
 COMMON="--data shapes --label ${LABEL:-shape} --epochs 5 --train_images 2000 --val_images 1000 --batch_size 64"
 COMMON="$COMMON --warmup_epochs 1"
 for init in checkpoint random; do

@@ -18,7 +18,7 @@ import sys
 import augment, data, model as M
 ck, run = M.load_checkpoint(sys.argv[1])
 ds = data.build_dataset(run["data"], run.get("data_root") or None, "val", size=run["img_size"])
-arch = ",".join(f"--{k},{run[k]}" for k in ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond"))
+arch = ",".join(f"--{k},{run[k]}" for k in M.ARCH_KEYS)
 print(run["data"], run.get("data_root") or "-", arch, ",".join(ds.label_names))
 PY
 )

@@ -9,7 +9,6 @@ import augment
 import finetune
 import model as M
 
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ARCH = dict(model="micro", img_size=32, patch_size=8, pred_depth=1, pred_width=64, cond="feature")
 
