@@ -43,7 +43,7 @@ CONFIG = dict(
     one_pass=False,
     # optimisation (I-JEPA App. A.1): global batch, lr warm-up + cosine, wd cosine, EMA momentum linear
     batch_size=2048, accum=1, epochs=300, max_steps=0, warmup_epochs=15.0, lr=1e-3, start_lr=1e-4, final_lr=1e-6,
-    weight_decay=0.04, final_weight_decay=0.4, ema=(0.996, 1.0),
+    weight_decay=0.04, final_weight_decay=0.4, ema=(0.996, 1.0), pred_lr_scale=1.0,  # predictor lr = lr · scale
     # VICReg terms (C-JEPA): weight · (sim, var, cov); weight 0 = off, except cjepa, which uses its paper's 0.001
     vicreg=(25.0, 25.0, 1.0), vicreg_weight=0.0,
     # system
@@ -261,8 +261,9 @@ def build(cfg, rank, world, device, encoder, predictor, steps_per_epoch):
     for m in nets:
         m.to(device)
         m.grad_ckpt = cfg["grad_ckpt"]
-    opt = common.make_adamw(M.param_groups({"encoder.": encoder, "predictor.": predictor}, cfg["weight_decay"]),
-                            cfg["lr"], device=device)
+    pred_scale = lambda name: cfg["pred_lr_scale"] if name.startswith("predictor.") else 1.0  # laptop recipe: 3
+    opt = common.make_adamw(M.param_groups({"encoder.": encoder, "predictor.": predictor}, cfg["weight_decay"],
+                                           pred_scale), cfg["lr"], device=device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     ckpt_path, step = os.path.join(cfg["out_dir"], "latest.pt"), 0
     if cfg["resume"]:  # a checkpoint of another architecture or method is refused, the differing keys named

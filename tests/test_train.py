@@ -54,6 +54,21 @@ def test_resume_is_exact(tmp_path):
             assert torch.equal(a[key][k], b[key][k]), (key, k)
 
 
+def test_pred_lr_scale_scales_only_the_predictor_step(tmp_path):
+    """--pred_lr_scale 3 (the laptop recipe): the first AdamW step moves the predictor 3× as far as at scale 1 and
+    the encoder exactly as far (lr 0 gives the common starting point)."""
+    start, one, three = (state(run(tmp_path, "--max_steps", "1", *flags, name=name)[1])
+                         for name, flags in (("start", ("--lr", "0", "--start_lr", "0")), ("one", ()),
+                                             ("three", ("--pred_lr_scale", "3"))))
+    for k in start["encoder"]:
+        assert torch.allclose(three["encoder"][k], one["encoder"][k], atol=1e-6), k
+    moved = [k for k in start["predictor"] if not torch.equal(one["predictor"][k], start["predictor"][k])]
+    assert len(moved) > 10
+    for k in moved:
+        d1, d3 = one["predictor"][k] - start["predictor"][k], three["predictor"][k] - start["predictor"][k]
+        assert torch.allclose(d3, 3 * d1, rtol=1e-3, atol=1e-7), k
+
+
 @pytest.mark.skipif(not any(map(shutil.which, ("g++", "c++", "clang++"))), reason="CPU inductor needs a C++ compiler")
 def test_compile_gives_the_eager_step(tmp_path):
     """--compile compiles each block in place (regional): the losses are the eager ones to float tolerance, across
