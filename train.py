@@ -55,9 +55,10 @@ CONFIG = dict(
 # the smallest value of each key that must be >= 1 (other numbers: >= 0), checked at start-up (common.check_values)
 MINIMUM = dict.fromkeys(("img_size", "patch_size", "batch_size", "accum", "epochs", "pred_depth", "pred_width",
                          "num_targets", "min_keep", "log_every", "save_every"), 1) | {"eval_every": -1}
-# keys that define what a checkpoint is; a resume that changes one of them is refused
+# keys that define what a checkpoint is; a resume that changes one of them is refused (pred_lr_scale: AdamW's state
+# would come back with the file's lr scales, or not load at all, since a scale of 1 merges the two nets' groups)
 ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond", "method", "augment", "loss",
-             "action")
+             "action", "pred_lr_scale")
 
 
 # The networks: `run.nets` holds the plain modules (weights, EMA, evaluation, checkpoints); `run.wrapped` what the

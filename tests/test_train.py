@@ -87,6 +87,9 @@ def test_resume_refuses_other_config(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(tmp_path, "--max_steps", "2", "--resume", "latest", "--cond", "sequence")
     assert "--cond sequence vs checkpoint feature" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # AdamW's groups would keep the file's lr scales (or fail to load: 1 merges them)
+        run(tmp_path, "--max_steps", "2", "--resume", "latest", "--pred_lr_scale", "3")
+    assert "--pred_lr_scale 3.0 vs checkpoint 1.0" in capsys.readouterr().err
 
 
 def test_init_loads_our_weights(tmp_path):
