@@ -201,9 +201,9 @@ class Predictor(nn.Module):
         if cond == "feature":
             nn.init.zeros_(self.action_mlp[-1].weight)
             nn.init.zeros_(self.action_mlp[-1].bias)
-        if cond == "sequence":
-            nn.init.trunc_normal_(self.action_tokens_weight, std=0.02, a=-0.04, b=0.04)
-            nn.init.trunc_normal_(self.action_tokens_bias, std=0.02, a=-0.04, b=0.04)
+        if cond == "sequence":  # at |a| = 1 a token's elements are ~0.7, the sincos positions' scale of the other
+            for w in (self.action_tokens_weight, self.action_tokens_bias):  # tokens: at 0.02 the action fades from
+                nn.init.trunc_normal_(w, std=0.5, a=-1.0, b=1.0)  # the residual stream (README "our choices")
 
     def forward(self, z, masks_x=None, masks=None, action=None, extra_tokens=None, one_pass=False):
         """z: context tokens [B, Kc, D] selected by masks_x (list of one [B, Kc]; None: z holds all N positions).
