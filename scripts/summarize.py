@@ -42,23 +42,23 @@ print("Table 1: conditioning, MRR (bank 256, chance 0.024); mean ± std over see
 print("| conditioning | ours | paper |\n|---|---|---|")
 for c, paper in (("none", "0.00"), ("sequence", "0.82"), ("feature", "0.79")):
     print(f"| {c} | {cell('mrr', 'cond_' + c, 'mrr')} | {paper} |")
-print(f"| feature, 4000 steps | {cell('mrr', 'long_feature', 'mrr')} | – |")
+print(f"| sequence, 4x the images | {cell('mrr', 'long_sequence', 'mrr')} | – |")
 
-print("\nTable 2: difficulty x capacity, MRR; ours: predictor depth 1 / 3 (width 96); paper: 12 / 18 (width 384)\n")
-print("| augmentation | I-JEPA | depth 1 | depth 3 | paper I-JEPA / 12 / 18 |\n|---|---|---|---|---|")
+print("\nTable 2: difficulty x capacity, MRR; ours: predictor depth 1 / 6 (width 128); paper: 12 / 18 (width 384)\n")
+print("| augmentation | I-JEPA | depth 1 | depth 6 | paper I-JEPA / 12 / 18 |\n|---|---|---|---|---|")
 for a, name, paper in (("jitter", "jitter", "0.00 / 0.11 / 0.25"), ("iwm", "+ destructive", "0.00 / 0.09 / 0.79"),
                        ("strong", "+ strong jitter", "0.00 / 0.81 / 0.85")):
-    d3 = "cond_feature" if a == "iwm" else f"{a}_d3"
-    ij = cell("mrr", "ijepa_d3", "mrr") if a == "jitter" else "(same)"
-    print(f"| {name} | {ij} | {cell('mrr', a + '_d1', 'mrr')} | {cell('mrr', d3, 'mrr')} | {paper} |")
+    d6 = "cond_sequence" if a == "strong" else f"{a}_d6"  # the quick start is the (strong, depth 6) cell
+    ij = cell("mrr", "ijepa_d6", "mrr") if a == "jitter" else "(same)"
+    print(f"| {name} | {ij} | {cell('mrr', a + '_d1', 'mrr')} | {cell('mrr', d6, 'mrr')} | {paper} |")
 
 print("\nTable 4: leveraging the world model, colour top-1 % (seed 0; chance 16.7)\n")
 print("| setting | MRR | encoder FT | frozen enc + random pred | + pretrained pred | end-to-end | paper |")
 print("|---|---|---|---|---|---|---|")
-for run, name, paper in (("ijepa_d3", "I-JEPA", "83.0 / 79.1 / 80.0 / 82.0"),
-                         ("iwm_d1", "IWM Inv-like (depth 1)", "83.3 / 80.5 / 81.3 / 82.7"),
-                         ("cond_feature", "IWM Equi-like (depth 3)", "82.9 / 81.5 / 83.3 / 84.4"),
-                         ("random", "random init (depth 3, no pretraining)", "–")):
+for run, name, paper in (("ijepa_d6", "I-JEPA", "83.0 / 79.1 / 80.0 / 82.0"),
+                         ("strong_d1", "IWM Inv-like (depth 1)", "83.3 / 80.5 / 81.3 / 82.7"),
+                         ("cond_sequence", "IWM Equi-like (depth 6)", "82.9 / 81.5 / 83.3 / 84.4"),
+                         ("random", "random init (depth 6, no pretraining)", "–")):
     r = "_random" if run == "random" else ""  # the random-init row: every module random, so no "pretrained pred"
     cols = [cell("table4", run, m + r, "{:.1f}") if m else "n/a"
             for m in ("encoder", "predictor" if r else "predictor_random", "" if r else "predictor", "end_to_end")]
@@ -66,8 +66,8 @@ for run, name, paper in (("ijepa_d3", "I-JEPA", "83.0 / 79.1 / 80.0 / 82.0"),
 
 print("\nTable 8: probes on the frozen target encoder, colour top-1 % (seed 0)\n")
 print("| setting | linear | attentive | paper linear / attentive |\n|---|---|---|---|")
-for run, name, paper in (("ijepa_d3", "I-JEPA", "–"), ("iwm_d1", "IWM Inv-like", "74.5 / 77.0"),
-                         ("cond_feature", "IWM Equi-like", "67.5 / 75.1"), ("random", "random init", "–")):
+for run, name, paper in (("ijepa_d6", "I-JEPA", "–"), ("strong_d1", "IWM Inv-like", "74.5 / 77.0"),
+                         ("cond_sequence", "IWM Equi-like", "67.5 / 75.1"), ("random", "random init", "–")):
     r = "_random" if run == "random" else ""
     lin, att = (cell("table4", run, m + r, "{:.1f}") for m in ("linear", "attentive"))
     print(f"| {name} | {lin} | {att} | {paper} |")
@@ -75,8 +75,8 @@ for run, name, paper in (("ijepa_d3", "I-JEPA", "–"), ("iwm_d1", "IWM Inv-like
 print("\nTable 8 / Figure 4, every pretraining setting: MRR and colour top-1 % of the linear probe and of predictor "
       "finetuning, mean ± std over seeds\n")
 print("| run | MRR | linear | predictor FT |\n|---|---|---|---|")
-runs = ("cond_none", "cond_sequence", "cond_feature", "jitter_d1", "iwm_d1", "strong_d1", "jitter_d3", "strong_d3",
-        "ijepa_d3", "long_feature")
+runs = ("cond_none", "cond_sequence", "cond_feature", "jitter_d1", "iwm_d1", "strong_d1", "jitter_d6", "iwm_d6",
+        "ijepa_d6", "long_sequence")
 for run in runs:
     for m in ("linear", "predictor"):  # seed 0 of the Table 4 runs was measured there (same protocol and flags)
         val["probe", run, m] = {**val.get(("table8", run, m), {}), **val.get(("table4", run, m), {})}
@@ -106,5 +106,5 @@ if pairs:
 
 print(f"\nCollapsed runs (final target-token effective rank < {COLLAPSE_RANK:g}): "
       + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed)) or "none"))
-print("\nSummed run time (s; paper_tables.sh runs 3-4 of them side by side, so wall time is less): "
+print("\nSummed run time (s; paper_tables.sh runs PAR of them side by side, so wall time is less): "
       + ", ".join(f"{k} {v}" for k, v in sorted(secs.items())))

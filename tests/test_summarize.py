@@ -37,7 +37,7 @@ def test_tables_from_results(tmp_path):
     assert row(lines, "| feature |") == "| feature | 0.070 ± 0.016 (3) | 0.79 |"
     assert row(lines, "| none |") == "| none | 0.024 ± 0.000 (2, 1 collapsed) | 0.00 |"
     # the random-init row reads the *_random metrics and has no pretrained predictor
-    assert row(lines, "| random init (depth 3").endswith("| – | 58.7 (1) | 99.5 (1) | n/a | 15.4 (1) | – |")
+    assert row(lines, "| random init (depth 6").endswith("| – | 58.7 (1) | 99.5 (1) | n/a | 15.4 (1) | – |")
     # seed 0 of a Table 4 run joins the other seeds of Table 8 in the per-setting table and the correlation
     assert row(lines, "| cond_feature |") == "| cond_feature | 0.070 ± 0.016 (3) | 60.0 ± 8.2 (3) | – |"
     assert row(lines, "| linear | 3 |") == "| linear | 3 | -1.00 | -1.00 |"
