@@ -340,12 +340,13 @@ def _infer_arch(ckpt):
     return run
 
 
-def load_checkpoint(path, flags=None, need=NETS):
+def load_checkpoint(path, flags=None, need=NETS, legacy=None):
     """(checkpoint dict, run config) of a train.py / finetune.py checkpoint or an official I-JEPA one, read with
     weights_only (loading runs no code). The run config is the stored one, else what the tensor shapes imply.
     `flags` {key: value}: the user's choices; any that differs from the checkpoint's config is refused, all of them
     named (replacing it silently would run another model than the one asked for); they fill in what the shapes
-    cannot tell. `need`: the entries that must be state dicts. Errors: FileNotFoundError / ValueError, one line."""
+    cannot tell. `need`: the entries that must be state dicts. `legacy` {key: value}: what a stored config written
+    before that key existed meant by it. Errors: FileNotFoundError / ValueError, one line."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -361,7 +362,7 @@ def load_checkpoint(path, flags=None, need=NETS):
         raise ValueError(f"{path} has no {' / '.join(absent)} weights; it holds {sorted(map(str, ckpt))[:8]}")
     stored, flags = isinstance(ckpt.get("config"), dict), dict(flags or {})
     try:
-        run = dict(ckpt["config"]) if stored else _infer_arch(ckpt)
+        run = {**(legacy or {}), **ckpt["config"]} if stored else _infer_arch(ckpt)
     except (KeyError, IndexError, AttributeError, TypeError) as e:
         raise ValueError(f"cannot tell the architecture of {path} from its weights ({type(e).__name__}: {e})") \
             from None

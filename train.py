@@ -55,10 +55,11 @@ CONFIG = dict(
 # the smallest value of each key that must be >= 1 (other numbers: >= 0), checked at start-up (common.check_values)
 MINIMUM = dict.fromkeys(("img_size", "patch_size", "batch_size", "accum", "epochs", "pred_depth", "pred_width",
                          "num_targets", "min_keep", "log_every", "save_every"), 1) | {"eval_every": -1}
-# keys that define what a checkpoint is; a resume that changes one of them is refused (pred_lr_scale: AdamW's state
-# would come back with the file's lr scales, or not load at all, since a scale of 1 merges the two nets' groups)
+# keys that define what a checkpoint is: a resume that changes one is refused (pred_lr_scale: AdamW's state would keep
+# the file's lr scales, or not load, as 1 merges the groups). LEGACY: what runs saved before a key existed used
 ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond", "method", "augment", "loss",
              "action", "pred_lr_scale")
+LEGACY = {"action": "raw", "pred_lr_scale": 1.0}  # raw target - source differences; one lr for both networks
 
 
 # The networks: `run.nets` holds the plain modules (weights, EMA, evaluation, checkpoints); `run.wrapped` what the
@@ -112,8 +113,7 @@ def step_randomness(cfg, step, batch, grid, device):
 def vicreg_terms(z, p, h):
     """C-JEPA: invariance between pooled prediction and pooled target, VICReg variance hinge (γ=1, ε=1e-4) and
     off-diagonal covariance on per-image mean-pooled context features z [B, D]."""
-    sim = F.mse_loss(p, h)
-    z = z - z.mean(0)
+    sim, z = F.mse_loss(p, h), z - z.mean(0)
     var = F.relu(1 - torch.sqrt(z.var(0) + 1e-4)).mean()
     cov = (z.T @ z) / max(z.shape[0] - 1, 1)
     off = cov - torch.diag(torch.diag(cov))
@@ -287,7 +287,7 @@ def build(cfg, rank, world, device, encoder, predictor, steps_per_epoch):
 def load(path, flags, nets, need=M.NETS):
     """A checkpoint's networks into nets (model.load_checkpoint, load_nets); a bad file is a one-line error."""
     try:
-        ck, _ = M.load_checkpoint(path, flags, need=need)
+        ck, _ = M.load_checkpoint(path, flags, need=need, legacy=LEGACY)
         M.load_nets(ck, nets.encoder, nets.target_encoder, nets.predictor, path)
     except (ValueError, FileNotFoundError) as e:
         common.fail("train.py", e)
