@@ -1,9 +1,11 @@
-"""Why predictor finetuning on a laptop-scale pretrained encoder stays near chance (README Results, Table 4): trains
+"""Why predictor finetuning on the previous quick start's pretrained encoder stayed near chance (README Results,
+"Earlier results"; on the laptop recipe's colour label it reaches 98-100 %, Table 4): trains
 the predictor-finetuning head (heads.py's Classifier with a random predictor, or the attentive probe alone) on
 cached frozen target-encoder tokens, with the tokens as they are or standardised per channel (train-split mean /
 std over all tokens), and prints the share of the token variance that is position and that is per-image mean.
 
-    python scripts/feature_scale_check.py --ckpt runs/paper/cond_feature_s0/latest.pt --label color
+    python scripts/feature_scale_check.py --ckpt CKPT --label color     # the README's figures: commit f5425ab's
+                                                                        # runs/paper/cond_feature_s0/latest.pt
 """
 import argparse
 import os
