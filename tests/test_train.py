@@ -9,7 +9,9 @@ import sys
 import pytest
 import torch
 
+import augment
 import common
+import model as M
 import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,6 +115,25 @@ def test_init_loads_our_weights(tmp_path):
     _, dst = run(tmp_path, "--max_steps", "1", "--ema", "1,1", "--init", src, name="dst")  # EMA 1: target stays
     a, b = state(out), state(dst)  # (the cond none checkpoint initialises a cond feature run: conditioning is fresh)
     assert all(torch.equal(a["target_encoder"][k], b["target_encoder"][k]) for k in a["target_encoder"])
+
+
+def test_frozen_encoder_script_trains_the_predictor_only(tmp_path):
+    """scripts/frozen_encoder_wm.py: the encoders stay the source checkpoint's, bit for bit (no step, no weight decay,
+    no EMA drift); the predictor starts fresh and trains."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import frozen_encoder_wm
+    _, src = run(tmp_path, "--max_steps", "3", name="src")
+    out = str(tmp_path / "frozen")
+    res = frozen_encoder_wm.main(TINY + ["--max_steps", "3", "--seed", "1", "--out_dir", out,
+                                         "--encoder_from", os.path.join(src, "latest.pt")])
+    a, b = state(src), state(out)
+    assert res["step"] == 3 and b["step"] == 3
+    for key in ("encoder", "target_encoder"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    torch.manual_seed(1)  # the predictor train.setup builds for seed 1, before any step
+    fresh = M.build_models(b["config"], len(augment.ACTION_NAMES))[1].state_dict()
+    for k in ("predictor_embed.weight", "predictor_proj.weight"):  # trained: neither its init nor the source's
+        assert not torch.equal(fresh[k], b["predictor"][k]) and not torch.equal(a["predictor"][k], b["predictor"][k])
 
 
 def test_ddp_two_processes_match_single(tmp_path):
