@@ -4,7 +4,8 @@
 #   linear     linear probe of the checkpoint's target encoder  vs  a random init of the same architecture
 #   predictor  predictor finetuning from the pretrained predictor  vs  a random predictor (both on the frozen encoder)
 #   supervised the same architecture trained from random init on the label (plain recipe: no mixup, cutmix,
-#              RandAugment, erasing or smoothing): is the label learnable at this size and budget at all?
+#              RandAugment, erasing, smoothing or drop path, and no layer-wise lr decay, which would leave a random
+#              patch embedding at 5 % of the lr; lr 1e-3): is the label learnable at this size and budget at all?
 # Linear probes: 5 epochs on 2000 train / 1000 val images (features cached); the other runs: 3 epochs on
 # 1000 / 500 (they run the encoder or predictor every step). Prints "label protocol init top1 seconds" rows and
 # writes them to RUN_DIR/check.tsv.
@@ -29,7 +30,7 @@ python evaluate_mrr.py --ckpt "$CKPT" --images 16 --bank 256 | tee "$RUN/mrr.txt
 COMMON="--data $DATA $ROOT_FLAG --batch_size 64"
 PROBE="--epochs 5 --train_images 2000 --val_images 1000"
 SHORT="--epochs 3 --train_images 1000 --val_images 500"
-PLAIN="--mixup 0 --cutmix 0 --randaug 0 --reprob 0 --smoothing 0"
+PLAIN="--mixup 0 --cutmix 0 --randaug 0 --reprob 0 --smoothing 0 --drop_path 0 --layer_decay 1 --blr 0.004"
 : > "$RUN/check.tsv"
 ft() {  # ft LABEL PROTOCOL INIT [finetune.py flags...]
   local label=$1 proto=$2 init=$3; shift 3
