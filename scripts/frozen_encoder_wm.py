@@ -27,13 +27,13 @@ def main(argv=None):
     rank, world, device = common.setup_distributed(cfg["device"])
     if world > 1:  # DDP refuses a module with no trainable parameter; one process is enough for this check
         common.fail(prog, "run it as one process (python, not torchrun)")
-    run = train.setup(cfg, rank, world, device)
-    try:  # the encoders' shapes must match this run's (a different model or grid is refused, named)
+    try:  # before setup touches out_dir: the encoders' shapes must match this run's (a differing key is named)
         ck, _ = M.load_checkpoint(cfg["encoder_from"], {k: cfg[k] for k in ("model", "img_size", "patch_size")},
                                   need=("encoder", "target_encoder"), legacy=train.LEGACY)
-        M.load_nets(ck, run.nets.encoder, run.nets.target_encoder, name=cfg["encoder_from"])
     except (ValueError, FileNotFoundError) as e:
         common.fail(prog, e)
+    run = train.setup(cfg, rank, world, device)
+    M.load_nets(ck, run.nets.encoder, run.nets.target_encoder, name=cfg["encoder_from"])
     run.nets.encoder.requires_grad_(False)  # no gradient: AdamW skips it (no weight decay either)
     run.ema_source = run.ema_target  # the EMA lerps the target toward itself: it stays CKPT's
     run.trained = [p for p in run.nets.predictor.parameters() if p.requires_grad]

@@ -117,7 +117,7 @@ def test_init_loads_our_weights(tmp_path):
     assert all(torch.equal(a["target_encoder"][k], b["target_encoder"][k]) for k in a["target_encoder"])
 
 
-def test_frozen_encoder_script_trains_the_predictor_only(tmp_path):
+def test_frozen_encoder_script_trains_the_predictor_only(tmp_path, capsys):
     """scripts/frozen_encoder_wm.py: the encoders stay the source checkpoint's, bit for bit (no step, no weight decay,
     no EMA drift); the predictor starts fresh and trains."""
     sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -134,6 +134,11 @@ def test_frozen_encoder_script_trains_the_predictor_only(tmp_path):
     fresh = M.build_models(b["config"], len(augment.ACTION_NAMES))[1].state_dict()
     for k in ("predictor_embed.weight", "predictor_proj.weight"):  # trained: neither its init nor the source's
         assert not torch.equal(fresh[k], b["predictor"][k]) and not torch.equal(a["predictor"][k], b["predictor"][k])
+    other = str(tmp_path / "other")  # encoders of another grid: one line naming the key, before out_dir exists
+    with pytest.raises(SystemExit):
+        frozen_encoder_wm.main(TINY + ["--img_size", "32", "--out_dir", other, "--encoder_from",
+                                       os.path.join(src, "latest.pt")])
+    assert "--img_size 32 vs checkpoint 16" in capsys.readouterr().err and not os.path.exists(other)
 
 
 def test_ddp_two_processes_match_single(tmp_path):
