@@ -55,7 +55,8 @@ RANDOM_INIT="--random_init true --predictor_init random --model micro --img_size
              --pred_width 128 --cond sequence"
 
 finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on the colour label
-  # (shape and count are not learned from scratch at this budget, so they cannot rank the protocols: README)
+  # (from scratch, shape is barely learned at this budget and count not at all, so they cannot rank the
+  # protocols: README)
   local table=$1 name=$2 seed=$3 proto=$4; shift 4
   local tag=$proto; for a in "$@"; do case $a in random) tag=${proto}_random;; esac; done
   local dir=$OUT/ft/${name}_s${seed}_$tag
