@@ -34,9 +34,8 @@ def main(argv=None):
         common.fail(prog, e)
     run = train.setup(cfg, rank, world, device)
     M.load_nets(ck, run.nets.encoder, run.nets.target_encoder, name=cfg["encoder_from"])
-    run.nets.encoder.requires_grad_(False)  # no gradient: AdamW skips it (no weight decay either)
+    run.nets.encoder.requires_grad_(False)  # no gradient: AdamW and the logged grad norm skip it (no weight decay)
     run.ema_source = run.ema_target  # the EMA lerps the target toward itself: it stays CKPT's
-    run.trained = [p for p in run.nets.predictor.parameters() if p.requires_grad]
     return train.loop(run)
 
 
