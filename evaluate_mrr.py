@@ -336,7 +336,7 @@ def main(argv=None):
         common.fail(prog, e)
     images, aug = images.to(device), augment.PRESETS[name]
     gen = lambda: torch.Generator().manual_seed(cfg["seed"])  # the same banks for every call below
-    kw = dict(bank_size=cfg["bank"], chunk=cfg["chunk"], encoding=run.get("action", "raw"))  # "raw": older runs
+    kw = dict(bank_size=cfg["bank"], chunk=cfg["chunk"], encoding=run["action"])
     res = mrr_score(*nets, images, aug, sources=sources(), components=True, generator=gen(), **kw)
     null = mrr_score(*nets, images, aug, null_action=True, generator=gen(), **kw)
     print(f"{cfg['ckpt']}: {run['model']} {run['img_size']}px/{run['patch_size']}, predictor {run['pred_depth']}x"

@@ -3,7 +3,8 @@
 One script, one `--protocol`, one row of the table PROTOCOLS below: what trains, with which head and recipe. The
 predictor p_φ runs with all tokens as context, a mask token at every position and the null action. The multitask
 comparison (one single-task predictor per task, same budget) is scripts/multitask_baseline.py. The architecture is the
-checkpoint's; `--random_init true` is every table's random-init baseline (--model/--img_size/..., else micro/32 px).
+checkpoint's; `--random_init true` is every table's random-init baseline: --ckpt's architecture, none of its weights
+(no --ckpt: --model/--img_size/..., else micro/32 px).
 
     python finetune.py --protocol linear --ckpt runs/iwm/latest.pt --data shapes --label color
     torchrun --nproc_per_node=8 finetune.py --protocol predictor --ckpt IN1K-vit.h.14-300e.pth.tar --data imagefolder \
@@ -97,7 +98,7 @@ def load_models(cfg):
     need = () if cfg["random_init"] else ("target_encoder", "predictor") if pretrained else ("target_encoder",)
     if need and not cfg["ckpt"]:
         raise ValueError("--ckpt PATH is required (or --random_init true for the random-init baseline)")
-    ck, run = M.load_checkpoint(cfg["ckpt"], given, need) if need else ({}, {**RANDOM_ARCH, **given})
+    ck, run = M.load_checkpoint(cfg["ckpt"], given, need) if cfg["ckpt"] else ({}, {**RANDOM_ARCH, **given})
     cfg.update({k: run[k] for k in M.ARCH_KEYS})
     arch = dict(cfg, drop_path=cfg["drop_path"] if spec["mae"] else 0.0)
     _, encoder, predictor = M.build_from_checkpoint(ck, arch, len(augment.ACTION_NAMES), need, cfg["ckpt"])
@@ -296,8 +297,9 @@ def run(cfg, rank, world, device):
     log = common.JsonlLog(os.path.join(cfg["out_dir"], "log.jsonl"), main_rank)
     if main_rank:
         common.prepare_out_dir(cfg, "finetune.py")
-        src = "random init" if cfg["random_init"] else f"{cfg['ckpt']}: target encoder" + (
-            ", predictor" if pretrained else "")
+        src = f"{cfg['ckpt']}: target encoder" + (", predictor" if pretrained else "")
+        if cfg["random_init"]:
+            src = "random init" + (f" ({cfg['ckpt']}'s architecture)" if cfg["ckpt"] else "")
         print(f"{cfg['protocol']}: from {src}; {M.count_params(clf) / 1e6:.2f}M trained params, labels {names}, "
               f"{len(train_ds)} train / {len(val_ds)} val images (--train_images/--val_images 0: whole split), "
               f"{world} process(es) on {device}, {total} steps ({spe}/epoch), peak lr {peak:g}", flush=True)

@@ -321,6 +321,7 @@ def load_state(module, sd, allow_missing=(), name="module"):
 NETS = ("encoder", "target_encoder", "predictor")  # what train.py and official I-JEPA checkpoints hold
 SHAPE_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width")  # fixed by the weights' shapes
 ARCH_KEYS = SHAPE_KEYS + ("cond",)  # all that build_models reads from a run config
+LEGACY = {"action": "raw", "pred_lr_scale": 1.0}  # what a file without the key meant (older runs, official I-JEPA)
 
 
 def _infer_arch(ckpt):
@@ -340,13 +341,12 @@ def _infer_arch(ckpt):
     return run
 
 
-def load_checkpoint(path, flags=None, need=NETS, legacy=None):
+def load_checkpoint(path, flags=None, need=NETS):
     """(checkpoint dict, run config) of a train.py / finetune.py checkpoint or an official I-JEPA one, read with
-    weights_only (loading runs no code). The run config is the stored one, else what the tensor shapes imply.
-    `flags` {key: value}: the user's choices; any that differs from the checkpoint's config is refused, all of them
+    weights_only (loading runs no code). The run config is the stored one, else what the tensor shapes imply, over
+    LEGACY. `flags` {key: value}: the user's choices; any that differs from the checkpoint's config is refused, all
     named (replacing it silently would run another model than the one asked for); they fill in what the shapes
-    cannot tell. `need`: the entries that must be state dicts. `legacy` {key: value}: what a stored config written
-    before that key existed meant by it. Errors: FileNotFoundError / ValueError, one line."""
+    cannot tell. `need`: the entries that must be state dicts. Errors: FileNotFoundError / ValueError, one line."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -362,7 +362,7 @@ def load_checkpoint(path, flags=None, need=NETS, legacy=None):
         raise ValueError(f"{path} has no {' / '.join(absent)} weights; it holds {sorted(map(str, ckpt))[:8]}")
     stored, flags = isinstance(ckpt.get("config"), dict), dict(flags or {})
     try:
-        run = {**(legacy or {}), **ckpt["config"]} if stored else _infer_arch(ckpt)
+        run = {**LEGACY, **(ckpt["config"] if stored else _infer_arch(ckpt))}
     except (KeyError, IndexError, AttributeError, TypeError) as e:
         raise ValueError(f"cannot tell the architecture of {path} from its weights ({type(e).__name__}: {e})") \
             from None

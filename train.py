@@ -56,10 +56,9 @@ CONFIG = dict(
 MINIMUM = dict.fromkeys(("img_size", "patch_size", "batch_size", "accum", "epochs", "pred_depth", "pred_width",
                          "num_targets", "min_keep", "log_every", "save_every"), 1) | {"eval_every": -1}
 # keys that define what a checkpoint is: a resume that changes one is refused (pred_lr_scale: AdamW's state would keep
-# the file's lr scales, or not load, as 1 merges the groups). LEGACY: what runs saved before a key existed used
+# the file's lr scales, or not load, as 1 merges the groups); model.LEGACY: what a file saved before a key existed used
 ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond", "method", "augment", "loss",
              "action", "pred_lr_scale")
-LEGACY = {"action": "raw", "pred_lr_scale": 1.0}  # raw target - source differences; one lr for both networks
 
 
 # The networks: `run.nets` holds the plain modules (weights, EMA, evaluation, checkpoints); `run.wrapped` what the
@@ -287,7 +286,7 @@ def build(cfg, rank, world, device, encoder, predictor, steps_per_epoch):
 def load(path, flags, nets, need=M.NETS):
     """A checkpoint's networks into nets (model.load_checkpoint, load_nets); a bad file is a one-line error."""
     try:
-        ck, _ = M.load_checkpoint(path, flags, need=need, legacy=LEGACY)
+        ck, _ = M.load_checkpoint(path, flags, need=need)
         M.load_nets(ck, nets.encoder, nets.target_encoder, nets.predictor, path)
     except (ValueError, FileNotFoundError) as e:
         common.fail("train.py", e)

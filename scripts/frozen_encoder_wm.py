@@ -29,7 +29,7 @@ def main(argv=None):
         common.fail(prog, "run it as one process (python, not torchrun)")
     try:  # before setup touches out_dir: the encoders' shapes must match this run's (a differing key is named)
         ck, _ = M.load_checkpoint(cfg["encoder_from"], {k: cfg[k] for k in ("model", "img_size", "patch_size")},
-                                  need=("encoder", "target_encoder"), legacy=train.LEGACY)
+                                  need=("encoder", "target_encoder"))
     except (ValueError, FileNotFoundError) as e:
         common.fail(prog, e)
     run = train.setup(cfg, rank, world, device)

@@ -50,9 +50,9 @@ pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, the
   touch $dir/done
 }
 
-# the quick start's architecture for the random-init baseline (finetune.py then ignores --ckpt)
-RANDOM_INIT="--random_init true --predictor_init random --model micro --img_size 64 --patch_size 8 --pred_depth 6 \
-             --pred_width 128 --cond sequence"
+# the random-init baseline: the quick start's architecture, none of its weights (this --ckpt comes after
+# finetune()'s and wins: finetune.py reads only the architecture from it)
+RANDOM_INIT="--random_init true --predictor_init random --ckpt $OUT/cond_sequence_s0/latest.pt"
 
 finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on the colour label
   # (from scratch, shape is barely learned at this budget and count not at all, so they cannot rank the

@@ -14,16 +14,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=$1
 CKPT=$RUN/latest.pt
-read -r DATA ROOT ARCH ALL < <(python - "$CKPT" <<'PY'
+read -r DATA ROOT ALL < <(python - "$CKPT" <<'PY'
 import sys
-import augment, data, model as M
+import data, model as M
 ck, run = M.load_checkpoint(sys.argv[1])
 ds = data.build_dataset(run["data"], run.get("data_root") or None, "val", size=run["img_size"])
-arch = ",".join(f"--{k},{run[k]}" for k in M.ARCH_KEYS)
-print(run["data"], run.get("data_root") or "-", arch, ",".join(ds.label_names))
+print(run["data"], run.get("data_root") or "-", ",".join(ds.label_names))
 PY
 )
-ARCH=${ARCH//,/ }
 ROOT_FLAG=""; [ "$ROOT" != "-" ] && ROOT_FLAG="--data_root $ROOT"
 LABELS=${2:-$ALL}
 python evaluate_mrr.py --ckpt "$CKPT" --images 16 --bank 256 | tee "$RUN/mrr.txt"
@@ -42,8 +40,8 @@ ft() {  # ft LABEL PROTOCOL INIT [finetune.py flags...]
 }
 for label in ${LABELS//,/ }; do
   ft $label linear checkpoint --ckpt "$CKPT" $PROBE
-  ft $label linear random --random_init true $ARCH $PROBE
+  ft $label linear random --ckpt "$CKPT" --random_init true $PROBE  # CKPT's architecture, none of its weights
   ft $label predictor pretrained --ckpt "$CKPT" --blr 0.004 $SHORT
   ft $label predictor random --ckpt "$CKPT" --blr 0.004 --predictor_init random $SHORT
-  ft $label supervised random --random_init true $ARCH $PLAIN --protocol encoder $SHORT
+  ft $label supervised random --ckpt "$CKPT" --random_init true $PLAIN --protocol encoder $SHORT
 done

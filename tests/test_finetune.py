@@ -198,3 +198,19 @@ def test_each_protocol_does_what_its_table_row_says(ckpt, tmp_path, monkeypatch,
     assert bool(got.get("extracted")) == row["cached"]
 
 
+
+
+def test_random_init_takes_the_checkpoints_architecture_and_none_of_its_weights(ckpt):
+    """--random_init true --ckpt CKPT: the random baseline of CKPT's own architecture (scripts pass the checkpoint,
+    not a copy of its flags); no --ckpt: RANDOM_ARCH under the flags given."""
+    ref = torch.load(ckpt)
+    cfg = dict(finetune.CONFIG, protocol="predictor", ckpt=str(ckpt), random_init=True)
+    torch.manual_seed(1)
+    enc, pred, pretrained = finetune.load_models(cfg)
+    assert not pretrained and {k: cfg[k] for k in ARCH} == ARCH
+    for net, key, name in ((enc, "target_encoder", "blocks.0.attn.qkv.weight"), (pred, "predictor", "mask_token")):
+        assert net.state_dict().keys() == ref[key].keys()  # the same architecture ...
+        assert not torch.equal(net.state_dict()[name], ref[key][name])  # ... freshly drawn
+    cfg = dict(finetune.CONFIG, protocol="linear", random_init=True, pred_depth=3)
+    finetune.load_models(cfg)
+    assert cfg["img_size"] == finetune.RANDOM_ARCH["img_size"] and cfg["pred_depth"] == 3

@@ -96,11 +96,11 @@ def test_resume_refuses_other_config(tmp_path, capsys):
 
 def test_resume_reads_a_key_an_older_checkpoint_lacks_as_what_it_meant_then(tmp_path, capsys):
     """A checkpoint saved before --action and --pred_lr_scale existed trained with raw differences and one lr
-    (train.LEGACY). A resume compares the flags with those values: it neither refuses every value (the key is
+    (M.LEGACY). A resume compares the flags with those values: it neither refuses every value (the key is
     absent) nor assumes today's defaults (--action was raw before log_std became the default)."""
     _, out = run(tmp_path, "--max_steps", "1", "--action", "raw")
     ck = state(out)
-    for key in train.LEGACY:  # the file as such a run saved it
+    for key in M.LEGACY:  # the file as such a run saved it
         del ck["config"][key]
     torch.save(ck, os.path.join(out, "latest.pt"))
     with pytest.raises(SystemExit):
