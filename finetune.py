@@ -297,9 +297,10 @@ def run(cfg, rank, world, device):
     log = common.JsonlLog(os.path.join(cfg["out_dir"], "log.jsonl"), main_rank)
     if main_rank:
         common.prepare_out_dir(cfg, "finetune.py")
-        src = f"{cfg['ckpt']}: target encoder" + (", predictor" if pretrained else "")
         if cfg["random_init"]:
             src = "random init" + (f" ({cfg['ckpt']}'s architecture)" if cfg["ckpt"] else "")
+        else:
+            src = f"{cfg['ckpt']}: target encoder" + (", predictor" if pretrained else "")
         print(f"{cfg['protocol']}: from {src}; {M.count_params(clf) / 1e6:.2f}M trained params, labels {names}, "
               f"{len(train_ds)} train / {len(val_ds)} val images (--train_images/--val_images 0: whole split), "
               f"{world} process(es) on {device}, {total} steps ({spe}/epoch), peak lr {peak:g}", flush=True)

@@ -198,8 +198,6 @@ def test_each_protocol_does_what_its_table_row_says(ckpt, tmp_path, monkeypatch,
     assert bool(got.get("extracted")) == row["cached"]
 
 
-
-
 def test_random_init_takes_the_checkpoints_architecture_and_none_of_its_weights(ckpt):
     """--random_init true --ckpt CKPT: the random baseline of CKPT's own architecture (scripts pass the checkpoint,
     not a copy of its flags); no --ckpt: RANDOM_ARCH under the flags given."""
