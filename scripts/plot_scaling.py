@@ -1,0 +1,123 @@
+"""The scaling curve (issue 25): MRR over sources, the clean source and each jitter component against images seen,
+from the `mrr` rows of scripts/gpu_runs.py (results/gpu/DATE/recipe_rows.jsonl) and, for comparison, the quick
+start's own runs at batch 32 (results/quickstart_scaling.tsv). Draws a PNG with Pillow (torchvision's own
+dependency: nothing to install) and prints the table in markdown.
+
+    python scripts/plot_scaling.py results/gpu/2026-12-04/recipe_rows.jsonl assets/scaling.png
+"""
+import collections
+import csv
+import json
+import math
+import os
+import sys
+
+from PIL import Image, ImageDraw, ImageFont
+
+QUICK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "quickstart_scaling.tsv")
+SERIES = (("mrr", "over sources", (0, 0, 0)), ("mrr/clean", "clean source", (31, 119, 180)),
+          ("mrr/brightness", "brightness", (255, 127, 14)), ("mrr/contrast", "contrast", (44, 160, 44)),
+          ("mrr/saturation", "saturation", (214, 39, 40)), ("mrr/hue", "hue", (148, 103, 189)))
+
+
+def load(rows_path):
+    """{images seen: [rows]} of the GPU recipe (a cut run counts the images it saw) and the quick start's points."""
+    rows = [json.loads(line) for line in open(rows_path)]
+    trained = {(r["job"]): r for r in rows if r.get("what") == "train"}
+    gpu = collections.defaultdict(list)
+    for r in rows:
+        if r.get("what") == "mrr" and "mrr" in r:
+            t = trained.get(r["job"], {})
+            seen = t["step"] * t.get("batch_size", 256) if t.get("cut") else r["images"]  # 256: configs/gpu.json
+            gpu[seen].append(dict(r, cut=bool(t.get("cut")), step=t.get("step")))
+    quick = collections.defaultdict(list)
+    if os.path.exists(QUICK):
+        for r in csv.DictReader(open(QUICK), delimiter="\t"):
+            quick[int(r["images"])].append({"mrr": float(r["mrr"]), "mrr/clean": float(r["clean"])})
+    return gpu, quick
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def draw(gpu, quick, chance, path, W=900, H=560):
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=15)
+    small = ImageFont.load_default(size=13)
+    x0, x1, y0, y1 = 80, W - 200, 40, H - 70
+    xs = sorted(set(gpu) | set(quick))
+    lo, hi = math.log10(min(xs)) - 0.1, math.log10(max(xs)) + 0.1
+    px = lambda n: x0 + (math.log10(n) - lo) / (hi - lo) * (x1 - x0)
+    py = lambda v: y1 - v / 0.8 * (y1 - y0)
+    d.rectangle([x0, y0, x1, y1], outline="black")
+    for v in (0.0, 0.2, 0.4, 0.6, 0.8):
+        d.line([x0 - 5, py(v), x1, py(v)], fill=(220, 220, 220))
+        d.text((x0 - 40, py(v) - 8), f"{v:.1f}", fill="black", font=small)
+    for n in (44_800, 179_200, 716_800, 1_433_600):
+        d.line([px(n), y1, px(n), y1 + 5], fill="black")
+        d.text((px(n) - 22, y1 + 8), f"{n / 44_800:g}x", fill="black", font=small)
+    d.text(((x0 + x1) // 2 - 170, H - 40), "images seen (multiples of the quick start's 44,800)", fill="black",
+           font=font)
+    d.text((x0, 12), "MRR (bank 256) against images seen: configs/gpu.json (batch 256), one H200", fill="black",
+           font=font)
+    d.line([x0, py(chance), x1, py(chance)], fill=(150, 150, 150), width=1)
+    d.text((x1 - 60, py(chance) - 16), "chance", fill=(120, 120, 120), font=small)
+    for i, (key, name, colour) in enumerate(SERIES):
+        pts = [(px(n), py(mean([r[key] for r in gpu[n]]))) for n in sorted(gpu)]
+        d.line(pts, fill=colour, width=3 if key == "mrr" else 2)
+        for n in sorted(gpu):
+            for r in gpu[n]:
+                x, y = px(n), py(r[key])
+                d.ellipse([x - 3, y - 3, x + 3, y + 3], outline=colour, fill=colour if not r["cut"] else "white")
+        d.line([x1 + 15, y0 + 20 * i + 8, x1 + 40, y0 + 20 * i + 8], fill=colour, width=3)
+        d.text((x1 + 45, y0 + 20 * i), name, fill="black", font=small)
+    for key, colour, i in (("mrr", (0, 0, 0), 0), ("mrr/clean", (31, 119, 180), 1)):
+        if quick:
+            pts = [(px(n), py(mean([r[key] for r in quick[n]]))) for n in sorted(quick)]
+            for a, b in zip(pts, pts[1:]):
+                _dashed(d, a, b, colour)
+        y = y0 + 20 * (len(SERIES) + 1 + i) + 8
+        _dashed(d, (x1 + 15, y), (x1 + 40, y), colour)
+        d.text((x1 + 45, y - 8), ("over sources" if key == "mrr" else "clean") + ", batch 32", fill="black",
+               font=small)
+    d.text((x1 + 15, y0 + 20 * (len(SERIES) + 4)), "dashed: quick start\n(batch 32, CPU/GPU)\nopen dots: run cut at\n"
+           "82% of its steps", fill=(80, 80, 80), font=small)
+    img.save(path)
+
+
+def _dashed(d, a, b, colour, on=6, off=4):
+    n = max(1, int(math.hypot(b[0] - a[0], b[1] - a[1]) // (on + off)))
+    for k in range(n):
+        t0, t1 = k / n, min(1.0, (k + on / (on + off)) / n)
+        d.line([a[0] + (b[0] - a[0]) * t0, a[1] + (b[1] - a[1]) * t0, a[0] + (b[0] - a[0]) * t1,
+                a[1] + (b[1] - a[1]) * t1], fill=colour, width=2)
+
+
+def table(gpu):
+    keys = ["mrr", "mrr/clean", "mrr/grayscale", "mrr/solarize", "mrr/brightness", "mrr/contrast", "mrr/saturation",
+            "mrr/hue", "null", "rank"]
+    print("| images seen | runs | " + " | ".join(k.replace("mrr/", "") for k in keys) + " |")
+    print("|" + "---|" * (len(keys) + 2))
+    for n in sorted(gpu):
+        rs = gpu[n]
+        cells = [" / ".join(f"{r[k]:.3f}" if k != "rank" else f"{r[k]:.1f}" for r in rs) for k in keys]
+        runs = ", ".join(r["job"] + (f" (cut at step {r['step']})" if r["cut"] else "") for r in rs)
+        print(f"| {n:,} ({n / 44_800:.1f}x) | {runs} | " + " | ".join(cells) + " |")
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.exit("usage: python scripts/plot_scaling.py ROWS.jsonl OUT.png")
+    gpu, quick = load(argv[0])
+    if not gpu:
+        sys.exit(f"plot_scaling.py: error: no mrr rows in {argv[0]}")
+    chance = next(r["chance"] for rs in gpu.values() for r in rs)
+    draw(gpu, quick, chance, argv[1])
+    table(gpu)
+    print(f"wrote {argv[1]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,41 @@
+"""scripts/gpu_runs.py (issue 25's one-call GPU session) end to end on the CPU at toy shapes (--smoke), and
+scripts/plot_scaling.py on its rows."""
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    cmd = [sys.executable, "scripts/gpu_runs.py", "speed", "recipe", "--smoke", "--out", str(out), "--work", str(work),
+           "--batches", "4", "--speed_batches", "0", "--share", "1", "--seeds", "0", "--curve", "1", "--workers", "0"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = [json.loads(line) for line in open(out / "rows.jsonl")]
+    by = {(r["job"], r["what"]): r for r in rows}
+    assert by["bench b4", "bench"]["rc"] == 0 and by["bench b4", "bench"]["img_per_s"] > 0
+    assert by["train x1", "train"]["runs"][0]["step"] == 4  # --max_steps 4 in the smoke
+    for job in ("gpu_s0", "curve1x_s0"):
+        train, mrr = by[job, "train"], by[job, "mrr"]
+        assert train["rc"] == 0 and not train["cut"] and train["step"] == 8  # data_length 64 / batch 8
+        assert mrr["rc"] == 0 and 0 < mrr["chance"] <= mrr["mrr"] <= 1 and mrr["rank"] > 0
+        assert {"mrr/clean", "mrr/brightness", "mrr/hue", "null"} <= set(mrr)
+    probes = [r for r in rows if r["what"].startswith("linear ")]
+    assert len(probes) == 6 and all(r["rc"] == 0 and 0 <= r["top1"] <= 100 for r in probes)
+    assert rows[-1]["what"] == "done"
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        names = tar.getnames()
+    assert "runs/gpu_s0/log.jsonl" in names and "logs/gpu_s0_mrr.txt" in names
+    ck = torch.load(out / "gpu_s0.pt", weights_only=True)  # the networks, no optimizer state
+    assert {"encoder", "predictor", "target_encoder", "config"} <= set(ck) and "opt" not in ck
+    png = tmp_path / "scaling.png"
+    p = subprocess.run([sys.executable, "scripts/plot_scaling.py", str(out / "rows.jsonl"), str(png)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "| 44,800 (1.0x) | curve1x_s0 |" in p.stdout
