@@ -4,11 +4,11 @@ all data alike.
 
 - `Shapes`: the built-in procedural dataset: no files, no download, any resolution, a pure function of
   (seed, split, index). A textured, low-saturation background with 1-4 objects that share a shape class and a
-  colour class, each with its own size, position, rotation and a small hue jitter. Labels: shape, colour,
+  color class, each with its own size, position, rotation and a small hue jitter. Labels: shape, color,
   count - 1: real, learnable targets (tests/test_data.py checks each against the pixels).
 - ImageNet-style folders and torchvision's CIFAR-10/100, STL-10, Food-101 read from a local root (never downloaded).
 - `train_transform` is the shared random-resized crop + flip that makes I' in IWM §3 (per sample, on CPU); the
-  per-view photometric part (colour jitter, blur, grayscale, solarize → the action a_{x→y}) is done batched on the
+  per-view photometric part (color jitter, blur, grayscale, solarize → the action a_{x→y}) is done batched on the
   device by augment.py.
 - `EpochIndexed` + `StepSampler` (train.py): which images a step sees and their crops are a function of the seed.
 """
@@ -80,8 +80,8 @@ class Shapes(torch.utils.data.Dataset):
         self.skipped = 0  # same attribute as on-disk datasets; procedural images never fail
         self._xs = (np.arange(self.size) + 0.5) / self.size  # pixel centres in image units
         self._ar = np.arange(self.size + 4, dtype=np.float32)  # pixel offsets inside an object's box
-        # background colour ramps, one per stripe sharpness ("gain" 1 → smooth sinusoid … 8 → two-tone):
-        # rows (1, t) over one period of the wave, so the 256-entry colour table is one matmul
+        # background color ramps, one per stripe sharpness ("gain" 1 → smooth sinusoid … 8 → two-tone):
+        # rows (1, t) over one period of the wave, so the 256-entry color table is one matmul
         t = np.clip(0.5 + 0.5 * np.linspace(1, 8, 8)[:, None] * np.sin(np.arange(256) * (2 * math.pi / 256)), 0, 1)
         self._ramp = np.stack([np.ones_like(t), t], -1).astype(np.float32)  # [8, 256, 2]
         self._pcg = np.random.PCG64()  # re-seeded per item (see render); one per process, not thread-safe
@@ -105,7 +105,7 @@ class Shapes(torch.utils.data.Dataset):
         shape, color, count = int(next(u) * 6), int(next(u) * 6), 1 + int(next(u) * 4)
 
         # background: two low-saturation tints mixed by a rotated sinusoid of random frequency and sharpness. The
-        # colour depends on the wave's phase only: a 256-entry table of RGBA packed in uint32, gathered with the
+        # color depends on the wave's phase only: a 256-entry table of RGBA packed in uint32, gathered with the
         # phase in table steps (uint8 arithmetic wraps it for free); ax + by is one outer sum
         h = next(u)
         c1 = colorsys.hsv_to_rgb(h, 0.3 * next(u), 0.3 + 0.55 * next(u))
@@ -376,7 +376,7 @@ class CenterView:
 
 def train_transform(size, scale=(0.3, 1.0)):
     """The shared random-resized crop + horizontal flip that makes I' in IWM §3 (scale (0.3, 1.0) as the I-JEPA
-    configs); source and target views are both cut from it. The photometric part of the views (colour jitter,
+    configs); source and target views are both cut from it. The photometric part of the views (color jitter,
     blur, grayscale, solarize → the action a_{x→y}) is not here: augment.py applies it batched on the device."""
     return CropFlip(size, scale)
 

@@ -356,7 +356,7 @@ def main(argv=None):
         path = nearest_neighbour_grid(*nets, images[:cfg["png_images"]], aug, cfg["png"], topk=min(5, cfg["bank"]),
                                       generator=gen(), **kw)
         print(f"nearest-neighbour grid (source, target, top-5): {path}")
-    print(f"MRR {res['mrr/clean']:.4f}")
+    print(f"MRR over sources {res['mrr']:.4f} (clean source {res['mrr/clean']:.4f}, chance {res['chance']:.4f})")
     return res
 
 

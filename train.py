@@ -1,11 +1,9 @@
 """IWM pretraining (Garrido et al., arXiv 2403.00504, §3 and Fig. 2), with I-JEPA (arXiv 2301.08243) and C-JEPA
 (arXiv 2410.19560) as switches of the same loop.
 
-One step (`train_step`), in the paper's order:
-  views (augment.py: target y = jitter of the crop I'; source x = another jitter + destructive transforms; action
-  a_{x→y}) → masks (masks.py: context block, 4 target blocks) → target encoder f_θ^EMA(y), layer-normed, at the
-  target positions → context encoder f_θ(x) on the context patches → world model p_φ(z_x, a_{x→y}, m_a) →
-  squared L2 loss → AdamW step → EMA θ_EMA ← m·θ_EMA + (1−m)·θ.
+One step: `iwm_loss`, the loss of a batch in the paper's order (views x, y and the action a_{x→y}: augment.py;
+context and target blocks: masks.py; f_θ^EMA(y) → f_θ(x) → world model p_φ(z_x, a_{x→y}, m_a) → squared L2), then
+`train_step`'s AdamW step and EMA θ_EMA ← m·θ_EMA + (1−m)·θ.
 `setup` builds a run (networks, optimizer, data, resume state); `loop` steps it, logs, evaluates and saves.
 
     python train.py --config configs/quickstart.json              # built-in data, laptop CPU (time: see README)
@@ -119,13 +117,6 @@ def vicreg_terms(z, p, h):
     return sim, var, off.pow(2).sum() / z.shape[1]
 
 
-def views(imgs, src_p, tgt_p, aug, encoding):
-    """uint8 crops [B, 3, H, W] → source x, target y (float, [0, 1]) and the action a_{x→y} [B, A] (IWM §3),
-    A = len(augment.ACTION_NAMES)."""
-    x, y, action, _ = augment.make_views(imgs, aug, params={"source": src_p, "target": tgt_p}, encoding=encoding)
-    return x, y, action
-
-
 @torch.no_grad()
 def targets(target_encoder, y, tgt):
     """f_θ^EMA(y), layer-normed without affine, selected at the target blocks at the encoder OUTPUT (I-JEPA
@@ -147,6 +138,25 @@ def loss_terms(cfg, z, p, h):
     return loss
 
 
+def iwm_loss(cfg, nets, imgs, draws, amp=None, mark=lambda stage: None):
+    """The IWM loss (§3, Fig. 2) of uint8 crops I' [B, 3, H, W] from the networks (encoder, predictor, target_encoder)
+    and the batch's draws (masks and view parameters: step_randomness) alone; train_step calls it. amp: autocast
+    dtype (None: fp32); mark(stage): bench.py's lap. Returns (loss, context tokens z, all target tokens)."""
+    ctx, tgt, src_p, tgt_p = draws
+    x, y, action, _ = augment.make_views(imgs, augment.PRESETS[cfg["augment"]],
+                                         params={"source": src_p, "target": tgt_p}, encoding=cfg["action"])
+    mark("augment")
+    with common.autocast(imgs.device, amp):
+        h_all, h = targets(nets.target_encoder, y, tgt)
+        mark("target fwd")
+        z = nets.encoder(augment.normalize(x), ctx)
+        mark("context fwd")
+        p = nets.predictor(z, ctx, tgt, action, one_pass=cfg["one_pass"])
+    loss = loss_terms(cfg, z, p, h)
+    mark("predictor fwd")
+    return loss, z, h_all
+
+
 def rows_of(tree, sl):
     if isinstance(tree, dict):
         return {k: v[sl] for k, v in tree.items()}
@@ -154,10 +164,9 @@ def rows_of(tree, sl):
 
 
 def train_step(run, step, micro_batches, lap=None, log=False):
-    """One step of IWM §3 (Fig. 2) on `accum` micro-batches of uint8 crops I' [Bm, 3, H, W] on the device: views →
-    masks → targets → context encoder → predictor → loss → AdamW → EMA. lap(stage) (bench.py) is called as each
-    stage ends; log: also the grad norm. Returns lr, wd, momentum and, on the device (no sync), the micro-batch
-    losses, the last one's target tokens and the grad norm (None unless log)."""
+    """One step on `accum` micro-batches of uint8 crops I' [Bm, 3, H, W] on the device: iwm_loss → AdamW → EMA.
+    lap(stage) (bench.py) is called as each stage ends; log: also the grad norm. Returns lr, wd, momentum and, on
+    the device (no sync), the micro-batch losses, the last one's target tokens and the grad norm (None unless log)."""
     cfg, accum, wrapped = run.cfg, run.cfg["accum"], run.wrapped
     mark = lap or (lambda stage: None)
     lr, wd, m = schedules(cfg, step, run.warmup, run.total)
@@ -167,18 +176,9 @@ def train_step(run, step, micro_batches, lap=None, log=False):
     losses = []
     for k, imgs in enumerate(micro_batches):
         lo = (run.rank * accum + k) * run.micro  # this rank's rows of the global batch
-        ctx, tgt, src_p, tgt_p = (rows_of(d, slice(lo, lo + run.micro)) for d in draws)
+        mine = [rows_of(d, slice(lo, lo + run.micro)) for d in draws]
         with common.no_sync((wrapped.encoder, wrapped.predictor), run.world > 1 and k < accum - 1):  # DDP: last syncs
-            x, y, action = views(imgs, src_p, tgt_p, augment.PRESETS[cfg["augment"]], cfg["action"])
-            mark("augment")
-            with common.autocast(run.device, run.amp):
-                h_all, h = targets(wrapped.target_encoder, y, tgt)
-                mark("target fwd")
-                z = wrapped.encoder(augment.normalize(x), ctx)
-                mark("context fwd")
-                p = wrapped.predictor(z, ctx, tgt, action, one_pass=cfg["one_pass"])
-            loss = loss_terms(cfg, z, p, h)
-            mark("predictor fwd")
+            loss, z, h_all = iwm_loss(cfg, wrapped, imgs, mine, run.amp, mark)
             if lap:  # z's gradient is complete where the predictor's backward ends and the encoder's begins
                 z.register_hook(lambda grad: lap("predictor bwd"))
             run.scaler.scale(loss / accum).backward()
@@ -390,8 +390,9 @@ def save(run, epoch_done):
 
 def finish(run, last, result):
     if run.main_rank:
-        print(f"done: step {run.step}, loss {last.get('loss', float('nan')):.4f}"
-              + (f", MRR {result['mrr']:.3f}" if result else "") + f"; checkpoint {run.ckpt_path}", flush=True)
+        loss = f"loss {last['loss']:.4f}" if last else "no loss logged yet (every --log_every steps)"
+        print(f"done: step {run.step}, {loss}" + (f", in-training MRR {result['mrr']:.3f}" if result else "")
+              + f"; checkpoint {run.ckpt_path}", flush=True)
     common.end_distributed(run.nets.encoder, run.world, run.main_rank)
 
 

@@ -1,5 +1,5 @@
 """Why predictor finetuning on the previous quick start's pretrained encoder stayed near chance (README Results,
-"Earlier results"; on the laptop recipe's colour label it reaches 98-100 %, Table 4): trains
+"Earlier results"; on the laptop recipe's color label it reaches 98-100 %, Table 4): trains
 the predictor-finetuning head (heads.py's Classifier with a random predictor, or the attentive probe alone) on
 cached frozen target-encoder tokens, with the tokens as they are or standardised per channel (train-split mean /
 std over all tokens), and prints the share of the token variance that is position and that is per-image mean.

@@ -46,7 +46,7 @@ pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, the
   local t1=$(date +%s)
   python evaluate_mrr.py --ckpt $dir/latest.pt --images 16 --bank 256 > $dir.mrr 2>&1 \
     || { echo "evaluate_mrr $name seed $seed failed: see $dir.mrr" >&2; return 1; }
-  echo -e "mrr\t$name\t$seed\tmrr\t$(grep 'MRR over sources' $dir.mrr | cut -d' ' -f4)\t$(( $(date +%s) - t1 ))" >> $RES
+  echo -e "mrr\t$name\t$seed\tmrr\t$(tail -n 1 $dir.mrr | cut -d' ' -f4)\t$(( $(date +%s) - t1 ))" >> $RES
   touch $dir/done
 }
 
@@ -54,7 +54,7 @@ pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, the
 # finetune()'s and wins: finetune.py reads only the architecture from it)
 RANDOM_INIT="--random_init true --predictor_init random --ckpt $OUT/cond_sequence_s0/latest.pt"
 
-finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on the colour label
+finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on the color label
   # (from scratch, shape is barely learned at this budget and count not at all, so they cannot rank the
   # protocols: README)
   local table=$1 name=$2 seed=$3 proto=$4; shift 4

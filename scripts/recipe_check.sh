@@ -24,18 +24,25 @@ PY
 )
 ROOT_FLAG=""; [ "$ROOT" != "-" ] && ROOT_FLAG="--data_root $ROOT"
 LABELS=${2:-$ALL}
+for label in ${LABELS//,/ }; do  # a misspelt label (colour) fails here, not as shifted columns later
+  case ",$ALL," in *",$label,"*) ;; *) echo "recipe_check.sh: error: unknown label '$label' (this data has: $ALL)" >&2
+                                      exit 2 ;; esac
+done
 python evaluate_mrr.py --ckpt "$CKPT" --images 16 --bank 256 | tee "$RUN/mrr.txt"
 COMMON="--data $DATA $ROOT_FLAG --batch_size 64"
 PROBE="--epochs 5 --train_images 2000 --val_images 1000"
 SHORT="--epochs 3 --train_images 1000 --val_images 500"
 PLAIN="--mixup 0 --cutmix 0 --randaug 0 --reprob 0 --smoothing 0 --drop_path 0 --layer_decay 1 --blr 0.004"
 : > "$RUN/check.tsv"
+mkdir -p "$RUN/check"
 ft() {  # ft LABEL PROTOCOL INIT [finetune.py flags...]
   local label=$1 proto=$2 init=$3; shift 3
   local t0=$(date +%s)
   # --overwrite true: each call recomputes the table, over the folders of the previous call
-  local line=$(python finetune.py --protocol $proto --label $label $COMMON --out_dir $RUN/check/$label-$proto-$init \
-               --overwrite true "$@" 2>/dev/null | tail -n 1)
+  local line  # (declared apart: `local x=$(cmd)` would hide cmd's exit status from set -e)
+  line=$(python finetune.py --protocol $proto --label $label $COMMON --out_dir $RUN/check/$label-$proto-$init \
+         --overwrite true "$@" 2>"$RUN/check/$label-$proto-$init.err" | tail -n 1) \
+    || { echo "recipe_check.sh: error: $label $proto $init failed: see $RUN/check/$label-$proto-$init.err" >&2; exit 1; }
   printf "%s\t%s\t%s\t%s\t%s\n" $label $proto $init ${line##* } $(( $(date +%s) - t0 )) | tee -a "$RUN/check.tsv"
 }
 for label in ${LABELS//,/ }; do

@@ -69,7 +69,7 @@ def test_label_coverage():
         assert (counts > 0.5 * 400 / n).all(), (ds.label_names[t], counts)  # every class, roughly uniform
 
 
-def test_colour_label_is_the_object_hue():
+def test_color_label_is_the_object_hue():
     ds, hits = data.Shapes("train", 48), 0
     for i in range(60):
         img, y = ds[i]

@@ -126,7 +126,7 @@ def test_encoder_finetuning_resumes_exactly_from_the_target_encoder(ckpt, tmp_pa
 
 def test_end_to_end_and_multitask_run(ckpt, tmp_path, capsys):
     m = run(ckpt, tmp_path / "e2e", "end_to_end", "--max_steps", "2")
-    assert m["step"] == 2 and "top5" in m  # 6 colours: top-5 reported
+    assert m["step"] == 2 and "top5" in m  # 6 colors: top-5 reported
     m = run(ckpt, tmp_path / "mt", "multitask", "--tasks", "shape,count", "--max_steps", "2")
     assert {"top1_shape", "top1_count"} <= m.keys()
     assert m["top1"] == pytest.approx((m["top1_shape"] + m["top1_count"]) / 2)
@@ -193,7 +193,7 @@ def test_each_protocol_does_what_its_table_row_says(ckpt, tmp_path, monkeypatch,
     kind = {"linear": torch.nn.BatchNorm1d, "attentive": finetune.AttentiveHead, "pooled": torch.nn.LayerNorm}
     assert all(isinstance(h if row["head"] == "attentive" else h[0], kind[row["head"]]) for h in clf.heads)
     assert clf.pool == (row["head"] == "pooled")
-    assert len(clf.heads) == {"grid": len(lrs), "label": 1, "tasks": 3}[row["heads"]]  # Shapes: shape, colour, count
+    assert len(clf.heads) == {"grid": len(lrs), "label": 1, "tasks": 3}[row["heads"]]  # Shapes: shape, color, count
     assert (max(b.drop_path.p for b in encoder.blocks) > 0) == row["mae"]
     assert bool(got.get("extracted")) == row["cached"]
 

@@ -203,3 +203,20 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch, capsys):
         common.setup_distributed("auto")
     assert e.value.code == 2 and "cuda:1 does not exist: this machine has 1 CUDA device(s)" in capsys.readouterr().err
     assert common.setup_distributed("cpu")[2] == torch.device("cpu")
+
+
+def test_iwm_loss_is_the_step_loss_from_networks_and_batch_alone():
+    """A notebook computes the IWM loss of a batch with train.iwm_loss; train_step's loss is that same number."""
+    cfg = train.check_config(common.parse_config(train.CONFIG, TINY + ["--device", "cpu"]))
+    torch.manual_seed(0)
+    encoder, predictor = M.build_models(cfg, len(augment.ACTION_NAMES))
+    run = train.build(dict(cfg, accum=1), 0, 1, torch.device("cpu"), encoder, predictor, 10)
+    imgs = torch.randint(0, 256, (cfg["batch_size"], 3, 16, 16), dtype=torch.uint8)
+    draws = train.step_randomness(cfg, 3, cfg["batch_size"], encoder.grid, torch.device("cpu"))
+    loss, z, h_all = train.iwm_loss(cfg, run.nets, imgs, draws)
+    assert loss.ndim == 0 and loss.item() > 0 and h_all.shape[:2] == (cfg["batch_size"], 16)
+    loss.backward()  # the loss reaches both trained networks
+    assert encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0 and predictor.mask_token.grad.abs().sum() > 0
+    run.opt.zero_grad(set_to_none=True)
+    out = train.train_step(run, 3, [imgs])  # same weights before its update: the same loss
+    assert torch.allclose(out["losses"][0], loss.detach(), rtol=1e-6, atol=0)
