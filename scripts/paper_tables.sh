@@ -19,14 +19,27 @@
 # simply be repeated: an interrupted run continues from its latest.pt (--resume latest), or starts over
 # (--overwrite true) when it saved none. Each result line is appended to runs/paper/results.tsv as: table, run,
 # seed, metric, value, seconds.
+# PROFILE=gpu (issue 25): the same tables around configs/gpu.json (the quick start's networks at batch 256) with
+# MULT x 44,800 images (default 8: 358,400 images, 1,400 steps), probes and finetuning on the shape label (color reads
+# 97-100 % from any encoder, a random one included) with 8,000 / 2,000 images and 10 epochs, 6 runs at a time with
+# 2 loader workers each, into runs/paper_gpu (fig1: assets/nn_gpu.png). `longer` is laptop-only. Not yet run end to
+# end: table1 (9 runs, ~3.2M images) should fit one 9-minute call on an H200, table2 (18 runs) about two.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=runs/paper
+PROFILE=${PROFILE:-laptop}
+TRAIN_FLAGS=${TRAIN_FLAGS:-}
+case $PROFILE in
+  laptop) OUT=runs/paper; BASE=configs/quickstart.json; LABEL=color; PAR=${PAR:-2}; NN=assets/nn.png
+          FT_DATA="--train_images 2000 --val_images 1000 --epochs 5 --batch_size 64" ;;
+  gpu)    OUT=runs/paper_gpu; BASE=configs/gpu.json; LABEL=shape; PAR=${PAR:-6}; NN=assets/nn_gpu.png
+          TRAIN_FLAGS="--data_length $(( ${MULT:-8} * 44800 )) --workers 2 $TRAIN_FLAGS"
+          FT_DATA="--train_images 8000 --val_images 2000 --epochs 10 --batch_size 256 --workers 2" ;;
+  *) echo "paper_tables.sh: error: PROFILE must be laptop or gpu, got '$PROFILE'" >&2; exit 2 ;;
+esac
 RES=$OUT/results.tsv
 mkdir -p $OUT/ft
 TARGETS=${*:-table1 table2 longer table4 table8 fig1 summary}
-PAR=${PAR:-2}
-TRAIN_FLAGS=${TRAIN_FLAGS:-}
+[ $PROFILE = gpu ] && TARGETS=${TARGETS//longer/}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TQDM_DISABLE=1
 
 spawn() {  # spawn CMD...: run in the background once fewer than PAR runs are going
@@ -38,7 +51,7 @@ pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, the
   local name=$1 seed=$2 dir=$OUT/$1_s$2; shift 2
   [ -f $dir/done ] && return 0
   local t0=$(date +%s) again="--overwrite true"; [ -f $dir/latest.pt ] && again="--resume latest"
-  if ! python train.py --config configs/quickstart.json --seed $seed --eval_every 0 --out_dir $dir $again "$@" \
+  if ! python train.py --config $BASE --seed $seed --eval_every 0 --out_dir $dir $again "$@" \
       $TRAIN_FLAGS > $dir.log 2>&1; then
     echo "pretrain $name seed $seed failed: see $dir.log" >&2; return 1
   fi
@@ -54,7 +67,7 @@ pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, the
 # finetune()'s and wins: finetune.py reads only the architecture from it)
 RANDOM_INIT="--random_init true --predictor_init random --ckpt $OUT/cond_sequence_s0/latest.pt"
 
-finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on the color label
+finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on $LABEL
   # (from scratch, shape is barely learned at this budget and count not at all, so they cannot rank the
   # protocols: README)
   local table=$1 name=$2 seed=$3 proto=$4; shift 4
@@ -63,8 +76,8 @@ finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on the 
   [ -f $dir/done ] && return 0
   local t0=$(date +%s) again="--overwrite true"; [ -f $dir/latest.pt ] && again="--resume latest"
   local line
-  line=$(python finetune.py --protocol $proto --ckpt $OUT/${name}_s${seed}/latest.pt --label color \
-         --train_images 2000 --val_images 1000 --epochs 5 --batch_size 64 --out_dir $dir $again "$@" 2>$dir.err \
+  line=$(python finetune.py --protocol $proto --ckpt $OUT/${name}_s${seed}/latest.pt --label $LABEL \
+         $FT_DATA --out_dir $dir $again "$@" 2>$dir.err \
          | tail -n 1) || { echo "finetune $table $name seed $seed $tag failed: see $dir.err" >&2; return 1; }
   echo -e "$table\t$name\t$seed\t$tag\t${line##* }\t$(( $(date +%s) - t0 ))" >> $RES
   mkdir -p $dir && touch $dir/done
@@ -108,7 +121,7 @@ for target in $TARGETS; do
       done; done ;;
     fig1)
       wait
-      python evaluate_mrr.py --ckpt $OUT/cond_sequence_s0/latest.pt --images 16 --bank 256 --png assets/nn.png \
+      python evaluate_mrr.py --ckpt $OUT/cond_sequence_s0/latest.pt --images 16 --bank 256 --png $NN \
         --png_images 4 | tail -n 3 ;;
     summary)
       wait
