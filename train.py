@@ -310,9 +310,8 @@ def wrap(cfg, nets, device, world):
 
 
 def loop(run):
-    """Steps run.step → run.stop_at with logging, the in-training evaluation and checkpoints. Ctrl-C or a cluster's
-    SIGTERM finishes the step, saves and stops, so a checkpoint is never corrupt. Returns the last log row and
-    evaluation."""
+    """Steps run.step → run.stop_at with logs, in-training evaluations and checkpoints. Ctrl-C or SIGTERM finishes the
+    step, saves and stops, so a checkpoint is never corrupt. Returns the last log row and evaluation."""
     cfg, ipe, eval_set, run.stopped = run.cfg, run.ipe, run.eval_set, common.GracefulStop()
     stop, log = run.stopped, common.JsonlLog(os.path.join(cfg["out_dir"], "log.jsonl"), run.main_rank)
     nonfinite = torch.zeros((), dtype=torch.bool, device=run.device)
@@ -338,8 +337,9 @@ def loop(run):
             bar.update(1)
             halted, epoch_end = stop.requested, run.step % ipe == 0  # read once: a stop saves this very step
             save_now = (epoch_end and (run.step // ipe) % cfg["save_every"] == 0) or run.step == run.stop_at or halted
-            if (run.step % cfg["log_every"] == 0 or save_now) and nonfinite.item():
-                stop.restore()  # the only host syncs: log steps and saves, on every rank; a NaN state is never saved
+            eval_now = cfg["eval_every"] > 0 and run.step % cfg["eval_every"] == 0 or cfg["eval_every"] < 0 and save_now
+            if (run.step % cfg["log_every"] == 0 or save_now or eval_now) and nonfinite.item():
+                stop.restore()  # the only host syncs: log, save and eval steps; a NaN state is never saved or evaluated
                 common.exit_nonfinite("train.py", run.step, run.ckpt_path, "--lr", run.main_rank)
             if log_now:
                 dt = time.perf_counter() - t_log
@@ -347,8 +347,7 @@ def loop(run):
                 log.write(**last)
                 t_log, wait, n_img = time.perf_counter(), 0.0, 0
                 loss_sum.zero_()
-            if eval_set is not None and (cfg["eval_every"] > 0 and run.step % cfg["eval_every"] == 0
-                                         or cfg["eval_every"] < 0 and save_now):
+            if eval_set is not None and eval_now:
                 result = in_training_eval(cfg, run.nets, eval_set, run.amp)
                 log.write(step=run.step, **result)
                 probes = ", ".join(f"{k[6:]} {v:.2f}" for k, v in result.items() if k.startswith("probe/"))
@@ -380,9 +379,9 @@ def log_row(run, out, loss, img_per_s, data_wait, bar):
 def save(run, epoch_done):
     """latest.pt, and epNNNN.pt at the end of every keep_every-th epoch (atomic writes)."""
     nets, epoch = run.nets, run.step // run.ipe
-    ck = {"encoder": nets.encoder.state_dict(), "predictor": nets.predictor.state_dict(),
-          "target_encoder": nets.target_encoder.state_dict(), "opt": run.opt.state_dict(),
-          "scaler": run.scaler.state_dict(), "step": run.step, "epoch": epoch, "config": run.cfg}
+    ck = {"encoder": nets.encoder.state_dict(), "predictor": nets.predictor.state_dict(), "step": run.step,
+          "target_encoder": nets.target_encoder.state_dict(), "opt": run.opt.state_dict(), "epoch": epoch,
+          "scaler": run.scaler.state_dict(), "config": run.cfg, "action_names": list(augment.ACTION_NAMES)}
     common.save_atomic(ck, run.ckpt_path)
     if epoch_done and run.cfg["keep_every"] and epoch % run.cfg["keep_every"] == 0:
         common.save_atomic(ck, os.path.join(run.cfg["out_dir"], f"ep{epoch:04d}.pt"))

@@ -185,6 +185,16 @@ def test_nan_loss_stops_without_saving(tmp_path, monkeypatch, capsys):
     assert not os.path.exists(tmp_path / "run" / "latest.pt")  # nothing saved from the bad state
 
 
+def test_nan_loss_before_an_in_training_evaluation_stops_with_exit_3(tmp_path, monkeypatch, capsys):
+    real = train.loss_terms  # NaN from the first step; step 3 evaluates but does not log: no evaluation of NaN weights
+    monkeypatch.setattr(train, "loss_terms", lambda *a: real(*a) * float("nan"))
+    monkeypatch.setattr(train, "in_training_eval", lambda *a: pytest.fail("evaluated a NaN state"))
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, "--max_steps", "6", "--log_every", "50", "--eval_every", "3", "--eval_images", "2",
+            "--eval_bank", "4", "--probe_images", "16")
+    assert e.value.code == 3 and "NaN/Inf" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("every, steps", [("0", []), ("-1", [3]), ("2", [2])])  # never; at every save; every N
 def test_eval_every(tmp_path, every, steps):
     _, out = run(tmp_path, "--max_steps", "3", "--eval_every", every, "--eval_images", "2", "--eval_bank", "4",
