@@ -1,6 +1,6 @@
 """Source and target views and the action a_{x→y} (IWM arXiv 2403.00504 §3, "Learning a world model").
 
-From one crop + flip I' of an image: target y = colour jitter of I' (no destructive transform, so y keeps all the
+From one crop + flip I' of an image: target y = color jitter of I' (no destructive transform, so y keeps all the
 information); source x = an independent jitter of I' followed by grayscale / Gaussian blur / solarization. The
 action a_{x→y} holds what the world model needs to undo x's corruption: the jitter differences (target − source,
 for brightness, contrast, saturation, hue) and a 0/1 flag per destructive transform applied to x.
@@ -34,7 +34,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics,
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    jitter_p: float = 0.8  # colour jitter applied as a whole with this probability (SimCLR / I-JEPA style)
+    jitter_p: float = 0.8  # color jitter applied as a whole with this probability (SimCLR / I-JEPA style)
     brightness: float = 0.4  # factors uniform in [max(0, 1 − s), 1 + s]; hue shift uniform in [−h, h]
     contrast: float = 0.4
     saturation: float = 0.2

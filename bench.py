@@ -1,7 +1,7 @@
 """Speed and memory of the real IWM / I-JEPA training step (train.train_step, IWM §3), on synthetic images.
 
-    python bench.py --model tiny --pred_depth 6 --batch_size 16 --method ijepa --loss smooth_l1   # CPU reference
-    python bench.py --batch_size 256 --compile true                        # GPU: ViT-B/16, IWM-Equi 18×384, bf16
+    python bench.py --model tiny --pred_depth 6 --batch_size 16 --method ijepa --loss smooth_l1
+    python bench.py --batch_size 256 --compile true  # GPU (above: CPU): ViT-B/16, IWM-Equi 18×384
 Prints ms/step and images/s of the whole step (no syncs inside; steps whose mask token counts were seen before, as
 in a long run, and separately their first pass), then a per-stage breakdown measured in a third pass of the same
 steps with a device sync at each stage's end (masks + params, augment, target fwd, context fwd, predictor fwd +
@@ -14,11 +14,15 @@ import time
 import torch
 
 import augment
+import cli
 import common
 import model as M
 import train
 
-CONFIG = dict(train.CONFIG, batch_size=64, steps=10, warmup=3, compile=False)
+# train.py's keys and descriptions, with bench's own: one process, no accumulation
+OWN, OWN_HELP = cli.table(batch_size=(64, "images per step on this one device"), steps=(10, "timed steps of each pass"),
+                          warmup=(3, "untimed steps first (start-up, --compile)"))
+CONFIG, HELP = dict(train.CONFIG, compile=False, **OWN), dict(train.HELP, **OWN_HELP)
 BF16_PEAK_TFLOPS = {"H100 SXM": 989, "H100 NVL": 835, "H100 PCIe": 756, "H100": 989, "H200": 989, "GH200": 989,
                     "A100": 312, "L40S": 362, "A10": 125, "L4": 121, "4090": 165, "B200": 2250}
 
@@ -60,10 +64,10 @@ def timed(run, steps, imgs, device):
 
 
 def main(argv=None):
-    cfg = train.check_config(common.parse_config(CONFIG, argv, "bench.py", __doc__), "bench.py")
+    cfg = train.check_config(cli.parse_config(CONFIG, argv, "bench.py", __doc__, HELP), "bench.py")
     device = common.setup_distributed(cfg["device"])[2]
     torch.manual_seed(cfg["seed"])
-    encoder, predictor = M.build_models(cfg, len(augment.ACTION_NAMES))
+    encoder, predictor = M.build_models(cfg, augment.ACTION_NAMES)
     run = train.build(dict(cfg, accum=1), 0, 1, device, encoder, predictor, cfg["warmup"] + cfg["steps"])
     B, S, amp = cfg["batch_size"], cfg["img_size"], run.amp
     imgs = [torch.randint(0, 256, (B, 3, S, S), dtype=torch.uint8, device=device)]

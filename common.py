@@ -1,9 +1,9 @@
-"""Plumbing shared by train.py, finetune.py, evaluate_mrr.py and bench.py: configuration from defaults + JSON
-files + `--key value` flags, torchrun/DDP set-up, precision and autocast, the generic warm-up and cosine curves,
-AdamW, atomic checkpoints, the JSONL log, graceful stops, peak memory and a plain DataLoader, and the checks every
-script runs on its input before any work starts (values, devices, output folders, data). No method content
-lives here: what follows which curve (I-JEPA App. A.1: lr, weight decay, EMA) is train.py's `schedules`, and which
-parameters get weight decay is model.py's `param_groups`, next to the parameter names it reads."""
+"""Plumbing shared by train.py, finetune.py, evaluate_mrr.py and bench.py: torchrun/DDP set-up, precision and
+autocast, the generic warm-up and cosine curves, AdamW, atomic checkpoints, the JSONL log, graceful stops, peak
+memory, one-line errors, and the checks of output folders and data before any work starts (the command line and
+its values: cli.py). No method content lives here: what follows which curve (I-JEPA App. A.1: lr, weight decay,
+EMA) is train.py's `schedules`, and which parameters get weight decay is model.py's `param_groups`, next to the
+parameter names it reads."""
 import contextlib
 import json
 import math
@@ -18,125 +18,15 @@ import torch
 import torch.distributed as dist
 
 
-# Exit status of every script: 0 done; 2 bad input (one `prog: error:` line on stderr, argparse's convention); 3 the
-# loss became NaN/Inf; 128 + N when stopped by signal N after saving (130 Ctrl-C, 143 SIGTERM: the shells' numbers),
-# so a scheduler can tell pre-emption (resume it) from a finished or a failed run.
+# Exit status of every script: 0 done; 2 bad input (one `prog: error:` line on stderr); 3 the loss became NaN/Inf;
+# 128 + N when stopped by signal N after saving (cli.py's EXIT_* say so at the end of --help)
 EXIT_BAD_INPUT, EXIT_NONFINITE = 2, 3
-EXIT_HELP = ("exit status: 0 done; 2 bad input (one line on stderr); 3 the loss became NaN/Inf; 130 / 143 stopped by "
-             "Ctrl-C / SIGTERM after saving (continue with --resume latest)")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # --dtype (autocast_dtype)
 
 
 class NonFiniteLoss(ValueError):
     """A loss that became NaN/Inf: fail() exits with EXIT_NONFINITE, not as bad input."""
     exit_code = EXIT_NONFINITE
-
-
-def _convert(key, text, default):
-    """Parse a command-line string into the type of the key's default value."""
-    if isinstance(default, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"--{key} expects true/false, got {text!r}")
-    if isinstance(default, (tuple, list)):
-        parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
-        try:
-            return tuple(type(default[0])(p) if default else float(p) for p in parts)
-        except ValueError:
-            raise ValueError(f"--{key} expects {len(default)} comma-separated numbers, got {text!r}") from None
-    try:
-        return type(default)(text)
-    except ValueError:
-        raise ValueError(f"--{key} expects {type(default).__name__}, got {text!r}") from None
-
-
-def _check(key, value, default):
-    """`value` (from a config file, or a flag parsed by _convert) has the type of the key's default, and a tuple its
-    length: the same check for both, so `--ema 0.99` fails at start-up, not inside the loop."""
-    if isinstance(default, (tuple, list)):
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) \
-            if isinstance(value, (tuple, list)) else False
-        if not numbers or (default and len(value) != len(default)):
-            raise ValueError(f"{key} expects {len(default)} numbers, got {value!r}")
-        return tuple(value)
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if type(value) is not type(default):
-        raise ValueError(f"{key} expects {type(default).__name__}, got {value!r}")
-    return value
-
-
-def parse_config(defaults, argv=None, prog="train.py", doc=""):
-    """Defaults < `--config a.json [--config b.json]` < `--key value` / `--key=value`. An unknown key or a bad value
-    exits with a one-line error; `--help` lists every key with its default."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    cfg, cli, i = dict(defaults), {}, 0
-    try:
-        while i < len(argv):
-            arg = argv[i]
-            if arg in ("-h", "--help"):
-                print(f"usage: {prog} [--config FILE.json] [--key value ...]\n{doc}\nkeys (default):")
-                for k, v in defaults.items():
-                    print(f"  --{k} {','.join(map(str, v)) if isinstance(v, tuple) else v}")
-                print(EXIT_HELP)
-                sys.exit(0)
-            if not arg.startswith("--"):
-                raise ValueError(f"unexpected argument {arg!r} (options look like --key value)")
-            key, eq, val = arg[2:].partition("=")
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise ValueError(f"--{key} needs a value")
-                val, i = argv[i + 1], i + 1
-            i += 1
-            if key == "config":
-                try:
-                    with open(val) as f:
-                        loaded = json.load(f)
-                except (OSError, ValueError) as e:  # ValueError: not JSON, or not text (UnicodeDecodeError)
-                    raise ValueError(f"cannot read config file {val}: {e}") from None
-                if not isinstance(loaded, dict):
-                    raise ValueError(f"config file {val} must hold one JSON object {{\"key\": value}}, not a "
-                                     f"{type(loaded).__name__}")
-                for k, v in loaded.items():
-                    if k not in defaults:
-                        raise ValueError(f"unknown key {k!r} in {val} (see --help)")
-                    cfg[k] = _check(f"{k} in {val}", v, defaults[k])
-            elif key in defaults:
-                cli[key] = _check(f"--{key}", _convert(key, val, defaults[key]), defaults[key])
-            else:
-                raise ValueError(f"unknown option --{key} (see --help)")
-    except ValueError as e:
-        fail(prog, e)
-    cfg.update(cli)  # command-line flags win over config files wherever they appear
-    return cfg
-
-
-def check_values(cfg, prog, minimum=None):
-    """The range checks of every script in one place, so that a bad value is a one-line error at start-up rather
-    than a ZeroDivisionError mid-run: every number (each of a tuple) finite and >= minimum[key] (default 0; None:
-    unchecked; seeds may be negative), dtype one of DTYPES, and a device that this machine has."""
-    minimum = {"seed": None, **(minimum or {})}
-    for key, value in cfg.items():
-        nums = value if isinstance(value, tuple) else (value,)
-        low = minimum.get(key, 0)
-        if low is None or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in nums):
-            continue
-        if not all(math.isfinite(x) and x >= low for x in nums):
-            fail(prog, f"--{key} must be >= {low}, got {','.join(map(str, nums))}")
-    if cfg.get("dtype", "auto") not in DTYPES:
-        fail(prog, f"--dtype must be one of {', '.join(DTYPES)}, got {cfg['dtype']!r}")
-    name = cfg.get("device", "auto")
-    try:
-        device = torch.device("cpu" if name == "auto" else name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        fail(prog, f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        fail(prog, f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); use --device cpu "
-                   "or auto")
 
 
 def setup_distributed(name="auto"):
@@ -374,23 +264,3 @@ def probe_dataset(ds, n=8):
             raise ValueError(f"cannot read {getattr(getattr(ds, 'ds', ds), 'root', 'the data')}: {e}") from None
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-
-def make_loader(dataset, batch_size, *, train, workers=0, seed=0, drop_last=None):
-    """A DataLoader for one process or for DDP (DistributedSampler when torch.distributed is initialised).
-    The caller must call `loader.sampler.set_epoch(epoch)` each epoch when the sampler has it (DDP), otherwise
-    every epoch repeats the same order; the single-process RandomSampler advances its own seeded generator."""
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    drop_last = train if drop_last is None else drop_last
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last)
-    elif train:
-        sampler = torch.utils.data.RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    else:
-        sampler = torch.utils.data.SequentialSampler(dataset)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
-        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals,
-        prefetch_factor=4 if workers > 0 else None,
-        generator=torch.Generator().manual_seed(seed + 1))  # seeds the workers' RNGs (random transforms)

@@ -13,7 +13,8 @@ destructive source and per jitter component. train.py's periodic check (in_train
 the target tokens' health, ridge probes) is built from the same pieces, at the end of this file.
 
     python evaluate_mrr.py --ckpt runs/iwm/latest.pt --images 32 --bank 256 --png nn.png
-    python evaluate_mrr.py --ckpt IN1K-vit.h.14-300e.pth.tar --data imagefolder --data_root /data/imagenet
+    python evaluate_mrr.py --ckpt IN1K-vit.h.14-300e.pth.tar --data imagefolder \\
+        --data_root /data/imagenet
 """
 import dataclasses
 import math
@@ -24,20 +25,23 @@ import torch.nn.functional as F
 from torchvision.utils import save_image
 
 import augment
+import cli
 import common
 import data
 import model as M
 
-DEFAULTS = dict(
-    ckpt="",  # our train.py checkpoint or an official I-JEPA one
-    data="", data_root="", split="val",  # data "": the checkpoint's (official checkpoints need --data)
-    images=32, bank=256, seed=0, chunk=64,  # `images` spread evenly over the split; K = bank (paper: 256)
-    augment="",  # bank distribution, an augment.PRESETS name; "": strong if trained with strong jitter, else iwm
-    png="", png_images=4,  # Figure-1-style nearest-neighbour grid ("" = none)
-    # architecture of an official checkpoint (ours store it); 0 / "": inferred from its weights
-    model="", img_size=0, patch_size=0, pred_depth=0, pred_width=0,
-    device="auto",  # autocast: bf16 (fp16 where unsupported) on CUDA, fp32 elsewhere (common.autocast_dtype)
-)
+DEFAULTS, HELP = cli.table(  # key=(default, description[, choices: the code's own table]), printed by --help
+    ckpt=("", "our train.py checkpoint or an official I-JEPA one"),
+    data=("", "the images (\"\": the checkpoint's; official checkpoints need --data)", cli.DATASETS),
+    data_root=("", "the dataset's folder (\"\" with --data \"\": the checkpoint's)"), split=("val", "train or val"),
+    images=(32, "images, spread evenly over the split"), bank=(256, "K, bank entries per image (paper: 256)"),
+    seed=(0, "seed of the banks and sources"), chunk=(64, "images per forward pass (memory)"),
+    augment=("", "the bank distribution (\"\": strong if trained with strong jitter, else iwm)", augment.PRESETS),
+    png=("", "where to save the Figure-1-style nearest-neighbour grid (\"\": none)"), png_images=(4, "its rows"),
+    model=("", "encoder size of an official checkpoint (ours store it; \"\" / 0: from its weights)", M.VIT_PRESETS),
+    img_size=(0, "its image side"), patch_size=(0, "its patch side"), pred_depth=(0, "its predictor blocks"),
+    pred_width=(0, "its predictor width"),
+    device=("auto", "auto (a GPU if any, else the CPU), cpu, cuda or cuda:N; autocast bf16 (fp16) on CUDA, else fp32"))
 # effective rank (token_stats) below which the target tokens count as collapsed: runs collapsed onto brightness read
 # 1.2-1.7, a random init 12.5 (micro ViT, Shapes); 4 is about their geometric mean, far from both
 COLLAPSE_RANK = 4.0
@@ -314,12 +318,10 @@ def load_images(cfg, run, prog="evaluate_mrr.py"):
 
 def main(argv=None):
     prog = "evaluate_mrr.py"
-    cfg = common.parse_config(DEFAULTS, argv, prog, __doc__)
+    cfg = cli.parse_config(DEFAULTS, argv, prog, __doc__, HELP)
     if not cfg["ckpt"]:
         common.fail(prog, "pass --ckpt PATH (a train.py checkpoint or an official I-JEPA one)")
-    common.check_values(cfg, prog, {"images": 1, "bank": 2, "png_images": 1, "chunk": 1})
-    if cfg["augment"] and cfg["augment"] not in augment.PRESETS:
-        common.fail(prog, f"--augment must be one of {sorted(augment.PRESETS)}, got {cfg['augment']!r}")
+    cli.check_values(cfg, prog, {"images": 1, "bank": 2, "png_images": 1, "chunk": 1}, HELP)
     try:  # the architecture is the checkpoint's: a size flag is for official files, and one that contradicts is refused
         if cfg["png"]:  # before the work, not after it
             common.check_writable(os.path.dirname(cfg["png"]), "--png")
@@ -330,7 +332,7 @@ def main(argv=None):
     name = cfg["augment"] or ("strong" if run.get("augment") == "strong" else "iwm")  # as train.py's evaluation
     _, _, device = common.setup_distributed(cfg["device"])
     try:
-        nets = [m.to(device).eval() for m in M.build_from_checkpoint(ckpt, run, len(augment.ACTION_NAMES),
+        nets = [m.to(device).eval() for m in M.build_from_checkpoint(ckpt, run, augment.ACTION_NAMES,
                                                                      name=cfg["ckpt"])]
     except ValueError as e:  # weights that do not fit the stored or inferred architecture
         common.fail(prog, e)

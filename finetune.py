@@ -7,10 +7,10 @@ checkpoint's; `--random_init true` is every table's random-init baseline: --ckpt
 (no --ckpt: --model/--img_size/..., else micro/32 px).
 
     python finetune.py --protocol linear --ckpt runs/iwm/latest.pt --data shapes --label color
-    torchrun --nproc_per_node=8 finetune.py --protocol predictor --ckpt IN1K-vit.h.14-300e.pth.tar --data imagefolder \
-        --data_root /data/in1k --epochs 100 --warmup_epochs 5 --batch_size 1024 --train_images 0 --val_images 0
-The paper's runs are 100 epochs (warmup 5) on whole splits; the defaults are a CPU quick start. The last line printed is
-`<protocol> top1 <val top-1 in %>`.
+    torchrun --nproc_per_node=8 finetune.py --protocol predictor --ckpt IN1K-vit.h.14-300e.pth.tar \\
+        --data imagefolder --data_root /data/in1k --epochs 100 --warmup_epochs 5 --batch_size 1024 \\
+        --train_images 0 --val_images 0
+Paper: 100 epochs (warmup 5) on whole splits; the defaults are a CPU quick start. Last line: `<protocol> top1 <%>`.
 """
 import os
 
@@ -23,6 +23,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 import augment
+import cli
 import common
 import data
 import model as M
@@ -51,20 +52,33 @@ PROTOCOLS = {name: dict(zip(COLUMNS, row)) for name, row in {
     "multitask":  ("frozen",  0.1,       "attentive", "tasks", False, False,  1e-3),  # Table 7
 }.items()}
 RANDOM_ARCH = dict(model="micro", img_size=32, patch_size=8, pred_depth=2, pred_width=64, cond="none")
-CONFIG = dict(
-    protocol="linear", ckpt="", random_init=False, predictor_init="pretrained",  # predictor_init: pretrained | random
-    # architecture: "" / 0 = the checkpoint's (--random_init: RANDOM_ARCH's), so that a value set is the user's choice
-    model="", img_size=0, patch_size=0, pred_depth=0, pred_width=0, cond="",  # refused where it contradicts the ckpt
-    data="shapes", data_root="", label="", tasks="", crop_scale=(0.08, 1.0), workers=0,
-    train_images=5000, val_images=1000,  # evenly spaced subsets for a CPU quick start; 0: the whole split
-    # optimisation: lr = blr · batch / 256 (blr 0: the table's); max_steps > 0 stops early (resumable)
-    epochs=10, max_steps=0, batch_size=64, blr=0.0, linear_lrs=(1e-3, 3e-3, 1e-2), warmup_epochs=1, weight_decay=0.05,
-    # the MAE finetuning recipe (the table's mae column)
-    layer_decay=0.65, drop_path=0.1, smoothing=0.1, mixup=0.8, cutmix=1.0, randaug=9, reprob=0.25,
-    device="auto", dtype="auto", seed=0, out_dir="runs/finetune", log_every=20,
-    resume="", overwrite=False,  # as in train.py: a checkpoint path or "latest"; overwrite: start out_dir over
-    eval_every_epochs=1,  # the final step is always evaluated
-)
+CONFIG, HELP = cli.table(  # key=(default, description[, choices: the code's own table]), printed by --help
+    protocol=("linear", "what trains, with which head and recipe: a row of PROTOCOLS (above)", PROTOCOLS),
+    ckpt=("", "a train.py checkpoint or an official I-JEPA one (its EMA target encoder is evaluated)"),
+    random_init=(False, "every table's random-init baseline: --ckpt's architecture, none of its weights"),
+    predictor_init=("pretrained", "the predictor's weights, where the protocol uses it", ("pretrained", "random")),
+    model=("", "encoder size. This and the next 5 keys, \"\" or 0: the checkpoint's (RANDOM_ARCH's with --random_init "
+           "and no --ckpt); a value that contradicts the checkpoint is refused", M.VIT_PRESETS),
+    img_size=(0, "image side in pixels"), patch_size=(0, "patch side"), pred_depth=(0, "predictor blocks"),
+    pred_width=(0, "predictor width"), cond=("", "how the predictor sees the action", M.CONDS),
+    data=("shapes", "shapes (built in, no files) or a dataset under --data_root", cli.DATASETS),
+    data_root=("", "the dataset's folder (imagefolder: <root>/train/<class>/<image>, <root>/val/...)"),
+    label=("", "the label to predict (\"\": the first)"), tasks=("", "multitask: labels, comma-separated (all)"),
+    crop_scale=((0.08, 1.0), "area range of the random crop"), workers=(0, "loader processes (0: this one)"),
+    train_images=(5000, "evenly spaced train images for a CPU quick start (0: the whole split)"),
+    val_images=(1000, "evenly spaced val images (0: the whole split)"), epochs=(10, "the schedule's length"),
+    max_steps=(0, "stop early at this step (0: no; resumable)"), batch_size=(64, "global batch"),
+    blr=(0.0, "base lr: lr = blr · batch / 256 (0: the protocol's)"), warmup_epochs=(1, "lr warm-up, then cosine"),
+    linear_lrs=((1e-3, 3e-3, 1e-2), "lr grid: a head per lr, best on val counts"), weight_decay=(0.05, "weight decay"),
+    layer_decay=(0.65, "MAE recipe (the mae column): layer-wise lr decay"), drop_path=(0.1, "MAE recipe: drop path"),
+    smoothing=(0.1, "MAE recipe: label smoothing"), mixup=(0.8, "MAE recipe: mixup alpha (0: off)"),
+    cutmix=(1.0, "MAE recipe: cutmix alpha (0: off)"), randaug=(9, "MAE recipe: RandAugment magnitude"),
+    reprob=(0.25, "MAE recipe: random erasing probability"),
+    device=("auto", "auto (this rank's GPU, else the CPU), cpu, cuda or cuda:N"), seed=(0, "seed of all draws"),
+    dtype=("auto", "autocast on GPU (auto: bf16, else fp16; the CPU runs fp32)", common.DTYPES),
+    out_dir=("", "the run's folder (default runs/finetune_<protocol>); one holding a run needs --resume/--overwrite"),
+    log_every=(20, "steps per log row"), resume=("", "continue a run: a checkpoint, or latest (out_dir/latest.pt)"),
+    overwrite=(False, "start over"), eval_every_epochs=(1, "epochs per evaluation (and the final step)"))
 RESUME_KEYS = M.ARCH_KEYS + ("protocol", "label", "tasks", "data", "batch_size", "epochs", "linear_lrs", "random_init",
                            "predictor_init")
 
@@ -101,7 +115,7 @@ def load_models(cfg):
     ck, run = M.load_checkpoint(cfg["ckpt"], given, need) if cfg["ckpt"] else ({}, {**RANDOM_ARCH, **given})
     cfg.update({k: run[k] for k in M.ARCH_KEYS})
     arch = dict(cfg, drop_path=cfg["drop_path"] if spec["mae"] else 0.0)
-    _, encoder, predictor = M.build_from_checkpoint(ck, arch, len(augment.ACTION_NAMES), need, cfg["ckpt"])
+    _, encoder, predictor = M.build_from_checkpoint(ck, arch, augment.ACTION_NAMES, need, cfg["ckpt"])
     return encoder, predictor, pretrained
 
 
@@ -351,15 +365,13 @@ def run(cfg, rank, world, device):
 
 
 def setup(argv=None, prog="finetune.py", doc=None, defaults=CONFIG):
-    """Parse and check the config, join torchrun's process group: (cfg, rank, world, device). --help shows doc, by
-    default this module's docstring and the table."""
-    table = "\n".join(f"  {name:11s}" + " ".join(f"{k}={v}" for k, v in row.items()) for name, row in PROTOCOLS.items())
-    cfg = common.parse_config(defaults, argv, prog, doc or f"{__doc__}\nprotocols:\n{table}")
-    checks = {"protocol": PROTOCOLS, "predictor_init": ("pretrained", "random")}
-    for key, allowed in checks.items():
-        if cfg[key] not in allowed:
-            common.fail(prog, f"--{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
-    common.check_values(cfg, prog, dict.fromkeys(("batch_size", "epochs", "eval_every_epochs", "log_every"), 1))
+    """Parse and check the config, join torchrun's process group: (cfg, rank, world, device). --help shows doc."""
+    rows = [("", *COLUMNS)] + [(name, *row.values()) for name, row in PROTOCOLS.items()]
+    table = "\n".join("  " + "".join(f"{str(v):11}" for v in row).rstrip() for row in rows)
+    cfg = cli.parse_config(defaults, argv, prog, doc or f"{__doc__}\nprotocols:\n{table}", HELP, cli.EXIT_TRAINING)
+    cli.check_values(cfg, prog, dict.fromkeys(("batch_size", "epochs", "eval_every_epochs", "log_every"), 1), HELP)
+    cli.check_data_root(cfg, prog)  # before load_models builds the networks
+    cfg["out_dir"] = cfg["out_dir"] or f"runs/finetune_{cfg['protocol']}"  # each protocol its own folder
     rank, world, device = common.setup_distributed(cfg["device"])
     if cfg["batch_size"] % world:
         common.fail(prog, f"--batch_size {cfg['batch_size']} must divide by the world size {world}")

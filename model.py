@@ -12,6 +12,7 @@ the i-th mask of a list are stacked along the batch dimension, so an output has 
 """
 import copy
 import math
+import re
 
 import torch
 import torch.nn as nn
@@ -22,8 +23,7 @@ VIT_PRESETS = {  # name: (width, depth, heads), I-JEPA / ViT paper sizes; "micro
     "micro": (128, 6, 4), "tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16),
     "huge": (1280, 32, 16)}
 # Predictor sizes (depth × width, configs/): IWM-Inv 12×384, IWM-Equi 18×384 (ViT-L 36×512), I-JEPA ViT-B 6×384
-# The action width is not fixed here: model.py depends on torch alone, and augment.ACTION_NAMES is the one place
-# that defines a_{x→y}, so callers pass action_dim=len(augment.ACTION_NAMES) to build_models / Predictor.
+CONDS = ("none", "sequence", "feature")  # how the predictor sees the action (IWM Table 1; Predictor's docstring)
 
 
 def sincos_pos_embed(dim, grid_h, grid_w):
@@ -113,8 +113,7 @@ def init_weights(module, num_blocks_attr):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+            m.reset_parameters()  # weight 1, bias 0
     for layer, blk in enumerate(getattr(module, num_blocks_attr), start=1):
         blk.attn.proj.weight.data.div_(math.sqrt(2.0 * layer))
         blk.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer))
@@ -179,9 +178,11 @@ class Predictor(nn.Module):
     def __init__(self, grid, embed_dim=768, predictor_embed_dim=384, depth=6, num_heads=12, cond="feature", *,
                  action_dim, mlp_ratio=4.0):
         super().__init__()
-        if cond not in ("none", "sequence", "feature"):
-            raise ValueError(f"cond must be none, sequence or feature, got {cond!r}")
-        self.cond, self.grid, self.embed_dim, self.action_dim = cond, tuple(grid), embed_dim, action_dim
+        if cond not in CONDS:
+            raise ValueError(f"cond must be one of {', '.join(CONDS)}, got {cond!r}")
+        self.cond, self.grid, self.embed_dim = cond, tuple(grid), embed_dim
+        self.action_names = None if isinstance(action_dim, int) else tuple(action_dim)  # checked on load (load_nets)
+        self.action_dim = action_dim if self.action_names is None else len(self.action_names)
         dp = predictor_embed_dim
         self.predictor_embed = nn.Linear(embed_dim, dp)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dp))
@@ -190,17 +191,16 @@ class Predictor(nn.Module):
         self.predictor_norm = nn.LayerNorm(dp, eps=1e-6)
         self.predictor_proj = nn.Linear(dp, embed_dim)
         if cond == "feature":
-            self.action_mlp = nn.Sequential(nn.Linear(dp + action_dim, dp), nn.GELU(), nn.Linear(dp, dp), nn.GELU(),
-                                            nn.Linear(dp, dp))
+            self.action_mlp = nn.Sequential(nn.Linear(dp + self.action_dim, dp), nn.GELU(), nn.Linear(dp, dp),
+                                            nn.GELU(), nn.Linear(dp, dp))
         elif cond == "sequence":  # action_dim independent Linear(1→Dp), stored as one weight/bias pair
-            self.action_tokens_weight = nn.Parameter(torch.zeros(action_dim, dp))
-            self.action_tokens_bias = nn.Parameter(torch.zeros(action_dim, dp))
+            self.action_tokens_weight = nn.Parameter(torch.zeros(self.action_dim, dp))
+            self.action_tokens_bias = nn.Parameter(torch.zeros(self.action_dim, dp))
         self.grad_ckpt = False
         init_weights(self, "predictor_blocks")
         nn.init.trunc_normal_(self.mask_token, std=0.02, a=-0.04, b=0.04)
-        if cond == "feature":
+        if cond == "feature":  # (its bias is zero already: init_weights)
             nn.init.zeros_(self.action_mlp[-1].weight)
-            nn.init.zeros_(self.action_mlp[-1].bias)
         if cond == "sequence":  # at |a| = 1 a token's elements are ~0.7, the sincos positions' scale of the other
             for w in (self.action_tokens_weight, self.action_tokens_bias):  # tokens: at 0.02 the action fades from
                 nn.init.trunc_normal_(w, std=0.5, a=-1.0, b=1.0)  # the residual stream (README "our choices")
@@ -214,22 +214,18 @@ class Predictor(nn.Module):
         default, blocks never attend to each other); about twice as fast, a speed option.
         Returns predictions [len(masks)·B, Kt, D] in the encoder's width."""
         B, n_pos = z.shape[0], self.grid[0] * self.grid[1]
-        device = z.device
         if masks_x is not None and len(masks_x) != 1:
             raise ValueError("the predictor takes exactly one context mask per image")
         if masks is None:
-            masks = [torch.arange(n_pos, device=device).expand(B, -1)]
+            masks = [torch.arange(n_pos, device=z.device).expand(B, -1)]
         pos = self.predictor_pos_embed.expand(B, -1, -1)
-        x = self.predictor_embed(z)
-        x = x + (pos if masks_x is None else apply_masks(pos, masks_x))
-        n_ctx, n_tgt, n_blocks = x.shape[1], masks[0].shape[1], len(masks)
+        x = self.predictor_embed(z) + (pos if masks_x is None else apply_masks(pos, masks_x))
+        n_ctx, n_tgt = x.shape[1], masks[0].shape[1]
         if one_pass:  # all blocks as one sequence of n_blocks·Kt mask tokens, split back after the blocks
             masks = [torch.cat(masks, dim=1)]
         tgt = self.mask_token + apply_masks(pos, masks)  # [m·B, K, Dp]
         m = len(masks)
-        if action is None:
-            action = z.new_zeros(B, self.action_dim)
-        action = action.to(x.dtype).repeat(m, 1)
+        action = (z.new_zeros(B, self.action_dim) if action is None else action).to(x.dtype).repeat(m, 1)
         if self.cond == "feature":
             tgt = tgt + self.action_mlp(torch.cat([tgt, action[:, None].expand(-1, tgt.shape[1], -1)], dim=-1))
         x = torch.cat([x.repeat(m, 1, 1), tgt], dim=1)
@@ -247,8 +243,8 @@ class Predictor(nn.Module):
 
 def build_models(cfg, action_dim):
     """Encoder and predictor from a run config (train.py's keys, stored in every checkpoint): model, img_size,
-    patch_size, pred_depth, pred_width, cond, drop_path (optional). action_dim: the width of a_{x→y}, from the
-    caller (len(augment.ACTION_NAMES)), required so that it is never a second, stale copy here."""
+    patch_size, pred_depth, pred_width, cond, drop_path (optional). action_dim: a_{x→y}'s names from the caller
+    (augment.ACTION_NAMES; or just their number), required so that it is never a second, stale copy here."""
     if cfg["model"] not in VIT_PRESETS:
         raise ValueError(f"unknown model {cfg['model']!r}; choose from {sorted(VIT_PRESETS)}")
     encoder = vit(cfg["model"], img_size=cfg["img_size"], patch_size=cfg["patch_size"],
@@ -276,24 +272,15 @@ def param_groups(modules, weight_decay=0.0, lr_scale=None):
                 continue
             no_decay = p.ndim <= 1 or name.endswith(("token", "_bias")) or "pos_embed" in name
             scale = lr_scale(f"{prefix}{name}") if lr_scale else 1.0
-            key = (no_decay, scale)
-            if key not in groups:
-                groups[key] = {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
-                               "no_decay": no_decay, "lr_scale": scale}
-            groups[key]["params"].append(p)
+            groups.setdefault((no_decay, scale), {"params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+                                                  "no_decay": no_decay, "lr_scale": scale})["params"].append(p)
     return list(groups.values())
 
 
 def clean_state_dict(sd):
     """Strip the `module.` (DDP) and `_orig_mod.` (torch.compile) prefixes that official and wrapped checkpoints
     carry, so that any of them loads into a plain module."""
-    out = {}
-    for k, v in sd.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k.replace("._orig_mod.", ".")] = v
-    return out
+    return {re.sub(r"^((module|_orig_mod)\.)+", "", k).replace("._orig_mod.", "."): v for k, v in sd.items()}
 
 
 def conditioning_keys(module):
@@ -364,8 +351,7 @@ def load_checkpoint(path, flags=None, need=NETS):
     try:
         run = {**LEGACY, **(ckpt["config"] if stored else _infer_arch(ckpt))}
     except (KeyError, IndexError, AttributeError, TypeError) as e:
-        raise ValueError(f"cannot tell the architecture of {path} from its weights ({type(e).__name__}: {e})") \
-            from None
+        raise ValueError(f"cannot tell the architecture of {path} from its weights ({type(e).__name__}: {e})") from None
     plain = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # JSON and torch.save keep tuples apart
     bad = [f"--{k} {v} vs checkpoint {run.get(k)}" for k, v in flags.items()
            if (stored or run.get(k)) and plain(v) != plain(run.get(k))]  # inferred: only what the shapes tell
@@ -378,6 +364,19 @@ def load_checkpoint(path, flags=None, need=NETS):
     return ckpt, run
 
 
+def check_actions(ckpt, sd, module, name):
+    """Refuse a predictor whose a_{x→y} differs from the file's: by names (train.py stores them), else by width."""
+    w = sd.get("action_mlp.0.weight", sd.get("action_tokens_weight"))  # Linear(Dp + A → Dp) or A tokens
+    if not torch.is_tensor(w) or module.cond == "none":  # no conditioning weights (encoders too): no action
+        return
+    trained, ours = ckpt.get("action_names"), module.action_names
+    width = len(trained) if trained else w.shape[1] - w.shape[0] if "action_mlp.0.weight" in sd else w.shape[0]
+    if (tuple(trained) != ours) if trained and ours else width != module.action_dim:
+        say = lambda names, n: f"actions ({', '.join(map(str, names))})" if names else f"{n}-wide actions"
+        raise ValueError(f"{name} was trained with {say(trained, width)} but this code has "
+                         f"{say(ours, module.action_dim)}: a_{{x→y}} changed; retrain, or load the encoder only")
+
+
 def load_nets(ckpt, encoder=None, target_encoder=None, predictor=None, name="checkpoint"):
     """Load the given networks strictly (load_state) from a checkpoint's state dicts. The predictor's conditioning
     modules may be missing only where the checkpoint has none (official I-JEPA, or cond none): they keep their
@@ -388,6 +387,7 @@ def load_nets(ckpt, encoder=None, target_encoder=None, predictor=None, name="che
                 raise ValueError(f"{name} has no {key!r} weights")
             sd = clean_state_dict(ckpt[key])
             fresh = key == "predictor" and not any(k.startswith(("action_mlp.", "action_tokens_")) for k in sd)
+            check_actions(ckpt, sd, module, name)  # before load_state: its shape mismatch would not say why
             load_state(module, sd, conditioning_keys(module) if fresh else (), f"{name}:{key}")
 
 

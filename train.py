@@ -6,10 +6,8 @@ context and target blocks: masks.py; f_θ^EMA(y) → f_θ(x) → world model p_�
 `train_step`'s AdamW step and EMA θ_EMA ← m·θ_EMA + (1−m)·θ.
 `setup` builds a run (networks, optimizer, data, resume state); `loop` steps it, logs, evaluates and saves.
 
-    python train.py --config configs/quickstart.json              # built-in data, laptop CPU (time: see README)
-    torchrun --nproc_per_node=8 train.py --cond feature --data_root /data/imagenet     # the paper's IWM-Equi
-Every key below is a flag (`--key value` or `--key=value`); `--config f.json` loads several at once. An --out_dir
-that holds a run needs --resume latest or --overwrite true. eval_every: steps; 0 never, -1 at every save.
+    python train.py --config configs/quickstart.json  # built-in data, laptop CPU (time: see README)
+    torchrun --nproc_per_node=8 train.py --cond feature --data_root /data/imagenet  # IWM-Equi
 """
 import collections
 import os
@@ -22,37 +20,46 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import augment
+import cli
 import common
 import data
 import masks as masking
 import model as M
 from evaluate_mrr import collapse_warning, fixed_eval_set, in_training_eval, token_stats
 
-CONFIG = dict(
-    # data: the shared random-resized crop + flip I' happens per sample in the loader workers (data.py)
-    data="imagefolder", data_root="", data_length=0, img_size=224, patch_size=16, crop_scale=(0.3, 1.0), workers=8,
-    # networks: encoder preset (model.VIT_PRESETS) and the world model; IWM-Equi = 18×384 (IWM §4.1)
-    model="base", pred_depth=18, pred_width=384, cond="feature",  # cond: none | sequence | feature
-    # method: iwm | ijepa (no photometric transforms, no action) | cjepa (ijepa + VICReg terms)
-    method="iwm", augment="iwm", loss="l2",  # augment: iwm | jitter | strong (augment.PRESETS); loss: l2 | smooth_l1
-    action="log_std",  # how a_{x→y} is written: log_std (log-ratios at unit std, our choice) | raw (differences)
-    # masks (I-JEPA multiblock); one_pass predicts all target blocks in one predictor sequence (speed option)
-    num_targets=4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5), context_scale=(0.85, 1.0), min_keep=10,
-    one_pass=False,
-    # optimisation (I-JEPA App. A.1): global batch, lr warm-up + cosine, wd cosine, EMA momentum linear
-    batch_size=2048, accum=1, epochs=300, max_steps=0, warmup_epochs=15.0, lr=1e-3, start_lr=1e-4, final_lr=1e-6,
-    weight_decay=0.04, final_weight_decay=0.4, ema=(0.996, 1.0), pred_lr_scale=1.0,  # predictor lr = lr · scale
-    # VICReg terms (C-JEPA): weight · (sim, var, cov); weight 0 = off, except cjepa, which uses its paper's 0.001
-    vicreg=(25.0, 25.0, 1.0), vicreg_weight=0.0,
-    # system
-    device="auto", dtype="auto", compile=False, grad_ckpt=False, seed=0,
-    out_dir="runs/iwm", log_every=50, save_every=1, keep_every=50,  # save_every / keep_every: epochs
-    eval_every=-1, eval_images=16, eval_bank=64, probe_images=1024,  # eval_every: steps; 0 never, -1 every save
-    resume="", init="", overwrite=False,  # resume: a path or "latest" (out_dir/latest.pt); init: I-JEPA/our weights
-)
-# the smallest value of each key that must be >= 1 (other numbers: >= 0), checked at start-up (common.check_values)
+CONFIG, HELP = cli.table(  # key=(default, description[, choices: the code's own table]), printed by --help
+    data=("imagefolder", "shapes (built in, no files) or a dataset under --data_root", cli.DATASETS),
+    data_root=("", "the dataset's folder (imagefolder: <root>/train/<class>/<image>)"),
+    data_length=(0, "images per epoch of shapes (0: 50,000)"), img_size=(224, "image side in pixels"),
+    patch_size=(16, "ViT patch side in pixels"), crop_scale=((0.3, 1.0), "area range of the shared crop I' (data.py)"),
+    workers=(8, "loader processes (0: load in this one)"), model=("base", "encoder size", M.VIT_PRESETS),
+    pred_depth=(18, "predictor blocks (IWM-Equi: 18×384, IWM §4.1)"), pred_width=(384, "predictor width"),
+    cond=("feature", "how the world model sees the action a_{x→y} (IWM Table 1)", M.CONDS),
+    method=("iwm", "ijepa: no photometric views, no action; cjepa: ijepa + VICReg terms", ("iwm", "ijepa", "cjepa")),
+    augment=("iwm", "the views' photometric transforms (augment.PRESETS)", augment.PRESETS),
+    loss=("l2", "squared L2 (IWM) or smooth L1 (the official I-JEPA code)", ("l2", "smooth_l1")),
+    action=("log_std", "a_{x→y} as log-ratios at unit std (our choice) or raw differences", augment.ENCODINGS),
+    num_targets=(4, "target blocks per image (I-JEPA multiblock)"), target_scale=((0.15, 0.2), "their area range"),
+    target_aspect=((0.75, 1.5), "their aspect range"), context_scale=((0.85, 1.0), "area range of the context"),
+    min_keep=(10, "fewest context patches"), one_pass=(False, "all target blocks in one predictor pass (speed)"),
+    batch_size=(2048, "global batch: all processes × accum"), accum=(1, "micro-batches per step (accumulation)"),
+    epochs=(300, "the schedules' length (I-JEPA App. A.1)"), max_steps=(0, "stop early at this step (0: no)"),
+    warmup_epochs=(15.0, "linear lr warm-up, then cosine"), lr=(1e-3, "peak lr"), start_lr=(1e-4, "lr at step 0"),
+    final_lr=(1e-6, "lr at the end"), weight_decay=(0.04, "weight decay at step 0, cosine to final_weight_decay"),
+    final_weight_decay=(0.4, "weight decay at the end"), ema=((0.996, 1.0), "EMA momentum at start, end (linear)"),
+    pred_lr_scale=(1.0, "the predictor's lr = lr × this"), vicreg=((25.0, 25.0, 1.0), "VICReg: sim, var, cov"),
+    vicreg_weight=(0.0, "weight of the VICReg terms (C-JEPA); 0 off, except cjepa: its paper's 0.001"),
+    device=("auto", "auto (this rank's GPU, else the CPU), cpu, cuda or cuda:N"), seed=(0, "seed of all draws"),
+    dtype=("auto", "autocast on GPU (auto: bf16, else fp16; the CPU runs fp32)", common.DTYPES),
+    compile=(False, "compile each transformer block"), grad_ckpt=(False, "activation checkpointing (less memory)"),
+    out_dir=("runs/iwm", "the run's folder; one that holds a run needs --resume latest or --overwrite true"),
+    log_every=(50, "steps per log"), save_every=(1, "epochs per save"), keep_every=(50, "epochs per kept epNNNN.pt"),
+    eval_every=(-1, "steps per in-training evaluation; 0 never, -1 at every save"), eval_bank=(64, "K of its MRR"),
+    eval_images=(16, "val images of its MRR"), probe_images=(1024, "train images of its probes"),
+    resume=("", "continue a run: a checkpoint, or latest (out_dir/latest.pt)"), overwrite=(False, "start over"),
+    init=("", "initial weights: an official I-JEPA or our checkpoint of this run's sizes"))
 MINIMUM = dict.fromkeys(("img_size", "patch_size", "batch_size", "accum", "epochs", "pred_depth", "pred_width",
-                         "num_targets", "min_keep", "log_every", "save_every"), 1) | {"eval_every": -1}
+                         "num_targets", "min_keep", "log_every", "save_every"), 1) | {"eval_every": -1}  # else >= 0
 # keys that define what a checkpoint is: a resume that changes one is refused (pred_lr_scale: AdamW's state would keep
 # the file's lr scales, or not load, as 1 merges the groups); model.LEGACY: what a file saved before a key existed used
 ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond", "method", "augment", "loss",
@@ -65,21 +72,15 @@ Nets = collections.namedtuple("Nets", "encoder predictor target_encoder")
 
 
 def check_config(cfg, prog="train.py"):
-    """The method switches, and a one-line error for a bad choice. I-JEPA and C-JEPA mask only: no photometric
-    views, so no action to condition on; C-JEPA adds VICReg terms at its paper's weight."""
-    common.check_values(cfg, prog, MINIMUM)
-    if cfg["method"] not in ("iwm", "ijepa", "cjepa"):
-        common.fail(prog, f"--method must be iwm, ijepa or cjepa, got {cfg['method']!r}")
+    """The method switches, and a one-line error for a bad value (cli.check_values: MINIMUM and HELP's choices).
+    I-JEPA and C-JEPA mask only: no photometric views, so no action to condition on; C-JEPA adds VICReg terms."""
+    cli.check_values(cfg, prog, MINIMUM, HELP)
     if cfg["method"] != "iwm":
         cfg.update(augment="ijepa", cond="none")
     if cfg["method"] == "ijepa" and cfg["vicreg_weight"] > 0:
         common.fail(prog, "I-JEPA has no VICReg terms: use --method cjepa (or --vicreg_weight 0)")
     if cfg["method"] == "cjepa" and not cfg["vicreg_weight"]:
         cfg["vicreg_weight"] = 0.001  # C-JEPA's weight (arXiv 2410.19560)
-    if cfg["augment"] not in augment.PRESETS or cfg["loss"] not in ("l2", "smooth_l1") \
-            or cfg["action"] not in augment.ENCODINGS:
-        common.fail(prog, f"--augment must be one of {sorted(augment.PRESETS)}, --loss l2 or smooth_l1, "
-                          f"--action one of {augment.ENCODINGS}")
     return cfg
 
 
@@ -199,7 +200,7 @@ def train_step(run, step, micro_batches, lap=None, log=False):
 
 
 def main(argv=None):
-    cfg = check_config(common.parse_config(CONFIG, argv, "train.py", __doc__))
+    cfg = check_config(cli.parse_config(CONFIG, argv, "train.py", __doc__, HELP, cli.EXIT_TRAINING))
     rank, world, device = common.setup_distributed(cfg["device"])
     if cfg["batch_size"] % (world * cfg["accum"]):
         common.fail("train.py", f"batch_size {cfg['batch_size']} must divide by world size {world} × accum "
@@ -214,21 +215,21 @@ def main(argv=None):
 def setup(cfg, rank, world, device):
     """The run of this config: `build`'s networks, optimizer and resume state, the data loader and the fixed
     evaluation set. Every bad input fails here with a one-line error, before any file is touched or work starts."""
-    torch.manual_seed(cfg["seed"])  # the same initial weights on every rank and in every run
-    try:
+    try:  # the data first: a --data_root that is not there fails before any network is built
         common.claim_out_dir(cfg)
-        encoder, predictor = M.build_models(cfg, len(augment.ACTION_NAMES))
         ds = data.build_dataset(cfg["data"], cfg["data_root"], "train", size=cfg["img_size"],
                                 transform=data.train_transform(cfg["img_size"], cfg["crop_scale"]),
                                 length=cfg["data_length"] or None)  # data_length: built-in data only
         if len(ds) < cfg["batch_size"]:
             raise ValueError(f"dataset has {len(ds)} images, fewer than one batch of {cfg['batch_size']}")
         common.probe_dataset(ds)
+        evaluates = rank == 0 and cfg["eval_images"] > 0 and cfg["eval_every"] != 0  # needs the val split: now
+        eval_set = fixed_eval_set(cfg, device) if evaluates else None
+        torch.manual_seed(cfg["seed"])  # the same initial weights on every rank and in every run
+        encoder, predictor = M.build_models(cfg, augment.ACTION_NAMES)
         masking.sample_masks(2, encoder.grid, num_targets=cfg["num_targets"], target_scale=cfg["target_scale"],
                              target_aspect=cfg["target_aspect"], context_scale=cfg["context_scale"],
                              min_keep=cfg["min_keep"])
-        evaluates = rank == 0 and cfg["eval_images"] > 0 and cfg["eval_every"] != 0  # needs the val split: now
-        eval_set = fixed_eval_set(cfg, device) if evaluates else None
     except (ValueError, FileNotFoundError) as e:
         common.fail("train.py", e)
     micro = cfg["batch_size"] // (world * cfg["accum"])
@@ -252,7 +253,7 @@ def build(cfg, rank, world, device, encoder, predictor, steps_per_epoch):
     encoder's copy, or --init's weights), AdamW and the GradScaler, --resume's state, the wrapped networks and the
     schedule's lengths. Schedules span all epochs; max_steps only stops early (a resume then continues)."""
     amp = common.autocast_dtype(device, cfg["dtype"])
-    nets = Nets(encoder, predictor, M.build_models(cfg, len(augment.ACTION_NAMES))[0])
+    nets = Nets(encoder, predictor, M.build_models(cfg, augment.ACTION_NAMES)[0])
     if cfg["init"]:  # official I-JEPA weights or ours, of this run's sizes; conditioning the file lacks stays fresh
         load(cfg["init"], {k: cfg[k] for k in M.SHAPE_KEYS}, nets)
     else:

@@ -44,7 +44,7 @@ args = p.parse_args()
 args.masks = "ours" if args.ours is not None else args.masks
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import augment  # noqa: E402  (this repository, for --masks ours and --ours)
-import common  # noqa: E402
+import cli  # noqa: E402
 import masks as ours  # noqa: E402
 import model as M  # noqa: E402
 import train  # noqa: E402
@@ -114,8 +114,8 @@ def our_step():
     flags = ["--model", args.model.removeprefix("vit_"), "--patch_size", str(args.patch_size), "--img_size",
              str(args.img_size), "--pred_depth", str(args.pred_depth), "--pred_width", str(args.pred_width),
              "--batch_size", str(args.batch_size), "--device", device.type, "--seed", "0"] + args.ours.split()
-    cfg = train.check_config(common.parse_config(train.CONFIG, flags, "bench_official.py"), "bench_official.py")
-    enc, pred = M.build_models(cfg, len(augment.ACTION_NAMES))
+    cfg = train.check_config(cli.parse_config(train.CONFIG, flags, "bench_official.py"), "bench_official.py")
+    enc, pred = M.build_models(cfg, augment.ACTION_NAMES)
     run = train.build(dict(cfg, accum=1), 0, 1, device, enc, pred, args.warmup + args.steps)
     imgs = [torch.randint(0, 256, (args.batch_size, 3, args.img_size, args.img_size), dtype=torch.uint8)]
 

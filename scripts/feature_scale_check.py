@@ -43,7 +43,7 @@ def tokens(encoder, split, n):
 for init in ("pretrained", "random"):
     torch.manual_seed(0)
     load = ("target_encoder",) if init == "pretrained" else ()
-    encoder = M.build_from_checkpoint(ck, run, len(augment.ACTION_NAMES), load, args.ckpt)[1].eval()
+    encoder = M.build_from_checkpoint(ck, run, augment.ACTION_NAMES, load, args.ckpt)[1].eval()
     (ztr, ytr), (zva, yva) = tokens(encoder, "train", 2000), tokens(encoder, "val", 1000)
     var = lambda t: ((t - ztr.mean((0, 1))) ** 2).mean().item()
     tot = var(ztr)
@@ -53,7 +53,7 @@ for init in ("pretrained", "random"):
         for scaled in (False, True):
             torch.manual_seed(0)
             # a random predictor: the paper's control
-            _, predictor = M.build_models(run, len(augment.ACTION_NAMES))
+            _, predictor = M.build_models(run, augment.ACTION_NAMES)
             clf = heads.Classifier([heads.AttentiveHead(encoder.embed_dim, encoder.num_heads, int(ytr.max()) + 1)],
                                    predictor=predictor if head == "predictor" else None)
             mu, sd = (ztr.mean((0, 1)), ztr.std((0, 1))) if scaled else (0.0, 1.0)

@@ -12,6 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
 import common  # noqa: E402
 import model as M  # noqa: E402
 import train  # noqa: E402
@@ -19,7 +20,9 @@ import train  # noqa: E402
 
 def main(argv=None):
     prog = "frozen_encoder_wm.py"
-    cfg = train.check_config(common.parse_config(dict(train.CONFIG, encoder_from=""), argv, prog, __doc__), prog)
+    helps = dict(train.HELP, encoder_from=("the checkpoint whose encoders stay frozen (required)", None, ""))
+    cfg = cli.parse_config(dict(train.CONFIG, encoder_from=""), argv, prog, __doc__, helps, cli.EXIT_TRAINING)
+    cfg = train.check_config(cfg, prog)
     if not cfg["encoder_from"]:
         common.fail(prog, "--encoder_from CKPT is required: the checkpoint whose encoders stay frozen")
     if cfg["resume"]:  # a resumed run would have to re-freeze from the same file; keep the one way simple

@@ -35,7 +35,7 @@ if [ "$SMOKE" = 1 ]; then  # toy shapes on the CPU: every step of the pipeline i
   TOY="--device cpu --img_size 16 --patch_size 4 --model micro --pred_depth 1 --pred_width 32 --min_keep 4"
   BENCH_EXTRA="$TOY --steps 1 --warmup 1"
   BATCHES=4; H_BATCHES=4
-  TESTS=(tests/test_summarize.py)  # the step's plumbing only: a quick torch-free file (this runs inside pytest)
+  TESTS=(tests/test_summarize.py::test_tables_from_results)  # the plumbing only: one quick torch-free test
   TRAIN_BATCH=4; TRAIN_S=90
   TRAIN_EXTRA="$TOY --workers 0 --max_steps 2 --eval_images 2 --eval_bank 4 --probe_images 16"
 else

@@ -5,6 +5,8 @@ Stages (run in the order given):
   speed    bench.py rows of the quick-start architecture (eager at several batches, then --compile true), and the
            real training loop of configs/gpu.json for --speed_steps steps alone, then --share copies at once
            (images/s, data wait and peak memory from each run's log.jsonl)
+  profile  the real loop of configs/gpu.json for --speed_steps steps under torch.profiler (host and device time per
+           op, in logs/profile.txt): where the loop's time goes beyond bench.py's step
   recipe   configs/gpu.json for --seeds, and the scaling curve: the same recipe at --curve multiples of the quick
            start's 44,800 images (the largest multiple is gpu.json itself, so its seeds are the curve's last point);
            each run then gets evaluate_mrr.py (bank 256) and, for seed 0, linear probes of every label against a
@@ -134,6 +136,27 @@ def last_top1(text):
     return float(m[-1]) if m else None
 
 
+PROFILE_PY = """
+import sys, torch, train
+from torch.profiler import ProfilerActivity, profile
+acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+with profile(activities=acts) as prof:
+    train.main(sys.argv[1:])
+for key in ["self_cpu_time_total"] + (["self_cuda_time_total"] if torch.cuda.is_available() else []):
+    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+"""
+
+
+def profile_run(s):
+    """The real loop of the recipe under torch.profiler (host and device time by op): where the loop's time goes
+    beyond bench.py's step (scripts/gpu_runs.py profile; its table is in logs/profile.txt)."""
+    d = os.path.join(s.runs, "profile")
+    steps = ["--max_steps", "4" if s.args.smoke else str(s.args.speed_steps), "--eval_every", "0"]
+    cmd = [sys.executable, "-c", PROFILE_PY] + train_cmd(s, d, steps)[2:]
+    rc, wall, cut, text = s.run("profile", cmd)
+    s.row(stage="profile", job="profile", what="train", rc=rc, wall_s=wall, cut=cut, **train_figures(d))
+
+
 def bench_rows(s, batches, compile_batch=0):
     """bench.py on the quick-start architecture: one fresh process per row (its own CUDA caches)."""
     flags = ["--config", "configs/quickstart.json", "--steps", "20", "--warmup", "5"]
@@ -238,7 +261,7 @@ def probes(s, name, ckpt):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("stages", nargs="+", choices=("speed", "recipe"))
+    ap.add_argument("stages", nargs="+", choices=("speed", "profile", "recipe"))
     ap.add_argument("--out", default=os.environ.get("OUT") or "results/gpu")
     ap.add_argument("--work", default="runs/gpu_runs", help="run folders and logs (not returned)")
     ap.add_argument("--config", default="configs/gpu.json")
@@ -268,6 +291,8 @@ def main(argv=None):
             speed_runs(s)
             if args.compile_batch and not args.smoke:  # inductor on the CPU takes minutes: GPU only
                 bench_rows(s, [], args.compile_batch)
+        elif stage == "profile":
+            profile_run(s)
         else:
             with concurrent.futures.ThreadPoolExecutor(args.par) as ex:
                 for f in [ex.submit(recipe_job, s, *job) for job in recipe_jobs(s)]:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import cli
 import common
 import evaluate_mrr
 import finetune
@@ -137,7 +138,7 @@ ROWS = [
         "the in-training evaluation (--eval_every 0 turns it off) needs the val split"),
     row("finetune", "no-val-split", "--data imagefolder --data_root {noval}", "got no folder {noval}/val"),
     row("evaluate_mrr", "no-val-split", "--data imagefolder --data_root {noval}", "got no folder {noval}/val"),
-    row("train", "unknown-dataset", "--data mnist", "unknown dataset 'mnist'"),
+    row("train", "unknown-dataset", "--data mnist", "--data must be one of shapes, imagefolder, cifar10"),
     row("finetune", "unknown-label", "--label nope", "'nope' is not a label of this dataset"),
     # two-number flags, typed or from a config file; numbers that are not numbers
     row("train", "crop_scale-one-number", "--crop_scale 0.3", "--crop_scale expects 2 numbers, got (0.3,)"),
@@ -152,7 +153,7 @@ ROWS = [
     row("train", "bool-not-a-bool", "--one_pass maybe", "--one_pass expects true/false"),
     row("train", "unknown-option", "--nope 1", "unknown option --nope"),
     row("train", "flag-without-value", "--lr", "--lr needs a value"),
-    # values out of range: one place (common.check_values)
+    # values out of range, or not one of a key's choices: one place (cli.check_values)
     row("train", "patch_size-0", "--patch_size 0", "--patch_size must be >= 1, got 0"),
     row("train", "batch_size-0", "--batch_size 0", "--batch_size must be >= 1, got 0"),
     row("train", "epochs-0", "--epochs 0", "--epochs must be >= 1, got 0"),
@@ -168,7 +169,7 @@ ROWS = [
     row("train", "patch-does-not-divide", "--patch_size 5", "not divisible by patch size"),
     row("train", "pred_width-not-split-into-heads", "--pred_width 30",
         "--pred_width 30 does not split into the 4 heads"),
-    row("train", "method-unknown", "--method mae", "--method must be iwm, ijepa or cjepa"),
+    row("train", "method-unknown", "--method mae", "--method must be one of iwm, ijepa, cjepa, got 'mae'"),
     row("finetune", "protocol-unknown", "--protocol bogus", "--protocol must be one of"),
     row("evaluate_mrr", "augment-unknown", "--augment heavy", "--augment must be one of"),
     row("train", "dtype-unknown", "--dtype fp8", "--dtype must be one of auto, float32, bfloat16, float16"),
@@ -201,7 +202,8 @@ def test_help_documents_exit_status_and_eval_every(capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--help"])
     out = capsys.readouterr().out
-    assert e.value.code == 0 and common.EXIT_HELP in out and "eval_every: steps; 0 never, -1 at every save" in out
+    assert e.value.code == 0 and " ".join(cli.EXIT_TRAINING.split()) in " ".join(out.split())
+    assert "steps per in-training evaluation; 0 never, -1 at every save" in out
 
 
 def test_worker_traceback_becomes_its_last_line(capsys):

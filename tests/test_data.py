@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-import common
 import data
 
 
@@ -185,22 +184,6 @@ def test_crop_flip_is_seeded_and_flips_half():
     assert 70 < sum(torch.equal(o, ramp.flip(-1)) for o in outs) < 130
     with pytest.raises(ValueError, match="crop scale"):
         data.train_transform(32, scale=(0.0, 1.0))
-
-
-def test_make_loader_batches():
-    ds = data.Shapes("val", 32, length=20)
-    train = common.make_loader(ds, 8, train=True, seed=3)
-    batches = list(train)
-    assert len(batches) == 2 and batches[0][0].shape == (8, 3, 32, 32) and batches[0][0].dtype == torch.uint8
-    assert batches[0][1].shape == (8, 3) and batches[0][1].dtype == torch.long
-    order = lambda seed: torch.cat([y for _, y in common.make_loader(ds, 4, train=True, seed=seed)])  # noqa: E731
-    assert torch.equal(order(3), order(3)) and not torch.equal(order(3), order(4))  # seeded shuffles
-    assert not torch.equal(torch.cat([y for _, y in train]), torch.cat([y for _, y in batches]))  # next epoch
-    evaluation = list(common.make_loader(ds, 8, train=False))
-    assert [len(y) for _, y in evaluation] == [8, 8, 4]  # keeps the last partial batch, in order
-    assert torch.equal(evaluation[0][1], torch.stack([ds[i][1] for i in range(8)]))
-    with pytest.raises(ValueError, match="batch_size"):
-        common.make_loader(ds, 0, train=True)
 
 
 def test_step_sampler_splits_global_batches_over_ranks_and_micro_steps():

@@ -212,3 +212,13 @@ def test_random_init_takes_the_checkpoints_architecture_and_none_of_its_weights(
     cfg = dict(finetune.CONFIG, protocol="linear", random_init=True, pred_depth=3)
     finetune.load_models(cfg)
     assert cfg["img_size"] == finetune.RANDOM_ARCH["img_size"] and cfg["pred_depth"] == 3
+
+
+def test_each_protocol_has_its_own_default_out_dir(ckpt, tmp_path, monkeypatch):
+    """Without --out_dir, a protocol writes runs/finetune_<protocol>: a second protocol is not refused for the first's
+    folder (the README runs several one after another)."""
+    monkeypatch.chdir(tmp_path)
+    for protocol in ("linear", "attentive"):
+        finetune.main(["--protocol", protocol, "--ckpt", str(ckpt), "--data", "shapes", "--label", "color",
+                       "--batch_size", "32", "--train_images", "64", "--val_images", "32", "--epochs", "1"])
+        assert (tmp_path / "runs" / f"finetune_{protocol}" / "latest.pt").is_file()

@@ -2,9 +2,10 @@
 import pytest
 import torch
 
+import augment
 import model as M
 
-A = 7  # action width: the model is told it (build_models / Predictor) and does not know what the columns mean
+A = len(augment.ACTION_NAMES)  # action width: the model is told it (build_models / Predictor), not what it means
 
 def small_encoder(**kw):
     return M.VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, **kw)
@@ -58,13 +59,14 @@ def test_sdpa_matches_manual_attention():
     assert torch.allclose(attn(x), ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("cond", ["none", "sequence", "feature"])
+@pytest.mark.parametrize("cond", M.CONDS)
 def test_predictor_conditioning(cond):
     torch.manual_seed(0)
     enc = small_encoder()
     pred = M.Predictor(enc.grid, 48, 32, depth=2, num_heads=4, cond=cond, action_dim=A).eval()
-    if cond == "feature":  # zero-initialised residual: give it weights, as training would
-        torch.nn.init.normal_(pred.action_mlp[-1].weight, std=0.02)
+    with torch.no_grad():  # move every weight, as training would: a zero-initialised residual (feature) is no
+        for p in pred.parameters():  # longer zero
+            p.add_(torch.randn_like(p), alpha=0.02)
     ctx = [torch.tensor([[0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15]])]
     tgts = [torch.tensor([[8, 9], [0, 1]]), torch.tensor([[12, 13], [2, 3]])]
     z = torch.randn(2, 6, 48)
@@ -232,10 +234,11 @@ def test_action_tokens_start_at_the_scale_of_the_context_tokens(width):
     pred = M.Predictor((8, 8), 48, width, depth=1, num_heads=4, cond="sequence", action_dim=A)
     pos = pred.predictor_pos_embed.norm(dim=-1).mean()  # ≈ sqrt(width / 2): sines and cosines
     ratio = (pred.action_tokens_weight + pred.action_tokens_bias).norm(dim=1) / pos
-    assert 0.5 < ratio.min() and ratio.max() < 2, ratio
+    lo, hi = ratio.min().item(), ratio.max().item()
+    assert 0.5 < lo and hi < 2, f"action token / position norm from {lo:.2f} to {hi:.2f}"
 
 
-@pytest.mark.parametrize("cond", ["none", "sequence", "feature"])
+@pytest.mark.parametrize("cond", M.CONDS)
 def test_action_width_comes_from_the_caller(cond):
     # augment.ACTION_NAMES is the one definition of a_{x→y}: model.py keeps no copy of its width (and no import of
     # augment), build_models takes it from the caller, so an action with one more column needs no edit here
@@ -246,3 +249,60 @@ def test_action_width_comes_from_the_caller(cond):
     assert pred.action_dim == A + 1 and not hasattr(M, "ACTION_DIM") and not hasattr(M, "augment")
     z = torch.randn(2, 16, 128)
     assert pred.eval()(z, action=torch.randn(2, A + 1)).shape == (2, 16, 128)
+
+
+def test_conds_are_what_the_predictor_accepts_and_the_loader_infers(tmp_path):
+    """model.CONDS is the one table of conditioning modes (train.py's --cond, tests): each builds, and an official
+    style file (no config) of each is read back as that mode; anything else is refused, naming the modes."""
+    with pytest.raises(ValueError, match=", ".join(M.CONDS)):
+        M.Predictor((4, 4), 48, 32, depth=1, num_heads=4, cond="film", action_dim=A)
+    enc = small_encoder()
+    for cond in M.CONDS:
+        pred = M.Predictor((4, 4), 48, 32, depth=1, num_heads=4, cond=cond, action_dim=A)
+        torch.save({"encoder": enc.state_dict(), "target_encoder": enc.state_dict(), "predictor": pred.state_dict()},
+                   tmp_path / "ck.pt")
+        assert M.load_checkpoint(tmp_path / "ck.pt", {"model": "tiny"})[1]["cond"] == cond
+
+
+@pytest.mark.parametrize("cond", M.CONDS)
+def test_a_changed_action_is_refused_in_one_line(tmp_path, cond):
+    """A checkpoint stores its action names (train.py). A predictor built for other names, or for another width
+    where the file (older ones) or the caller (a width alone) gives no names, is refused with one line naming both,
+    not a tensor shape mismatch; the encoder alone still loads, and so does a predictor that ignores the action."""
+    old = ("bright", "gray", "blur")
+    predictor = lambda actions: M.Predictor((4, 4), 48, 32, depth=1, num_heads=4, cond=cond, action_dim=actions)
+    torch.manual_seed(0)
+    enc, pred = small_encoder(), predictor(old)
+    named = {"encoder": enc.state_dict(), "predictor": pred.state_dict(), "action_names": list(old)}
+    older = {k: v for k, v in named.items() if k != "action_names"}
+    cases = [(named, old + ("invert",), "actions (bright, gray, blur) but this code has actions (bright, gray, blur, "
+                                        "invert)"),
+             (named, ("bright", "gray", "solarize"), "actions (bright, gray, blur) but this code has actions (bright, "
+                                                     "gray, solarize)"),  # the same width, other names
+             (named, 4, "actions (bright, gray, blur) but this code has 4-wide actions"),
+             (older, old + ("invert",), "3-wide actions but this code has actions (bright, gray, blur, invert)")]
+    for ck, actions, message in cases:
+        if cond == "none":  # no conditioning weights: nothing in the file depends on the action
+            M.load_nets(ck, predictor=predictor(actions))
+            continue
+        with pytest.raises(ValueError) as e:
+            M.load_nets(ck, small_encoder(), predictor=predictor(actions), name=str(tmp_path / "ck.pt"))
+        assert str(e.value) == (f"{tmp_path / 'ck.pt'} was trained with {message}: a_{{x→y}} changed; retrain, or "
+                                f"load the encoder only")
+        M.load_nets(ck, small_encoder())  # the encoder alone loads whatever the action
+    for ck, actions in ((named, old), (named, 3), (older, old), (older, 3)):  # the same action loads
+        loaded = predictor(actions)
+        M.load_nets(ck, predictor=loaded)
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), pred.state_dict().values()))
+
+
+def test_build_from_checkpoint_checks_the_action(tmp_path):
+    # the path train.py --resume / --init, evaluate_mrr.py and finetune.py take: the file's name, one line
+    torch.manual_seed(0)
+    enc, pred = M.build_models(MICRO, ("bright", "gray"))
+    torch.save({"encoder": enc.state_dict(), "target_encoder": enc.state_dict(), "predictor": pred.state_dict(),
+                "config": MICRO, "action_names": ["bright", "gray"]}, tmp_path / "ck.pt")
+    ck, run = M.load_checkpoint(tmp_path / "ck.pt")
+    with pytest.raises(ValueError, match=r"ck.pt was trained with actions \(bright, gray\) but this code has 3-wide"):
+        M.build_from_checkpoint(ck, run, 3, name=str(tmp_path / "ck.pt"))
+    assert M.build_from_checkpoint(ck, run, 3, load=("target_encoder",))[2].action_dim == 3

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import augment
+import cli
 import common
 import model as M
 import train
@@ -31,8 +32,7 @@ def losses(out):
         return [r["loss"] for r in map(json.loads, f) if "loss" in r]
 
 
-@pytest.mark.parametrize("method, cond", [("iwm", "feature"), ("iwm", "sequence"), ("iwm", "none"),
-                                          ("ijepa", "none"), ("cjepa", "none")])
+@pytest.mark.parametrize("method, cond", [("iwm", cond) for cond in M.CONDS] + [("ijepa", "none"), ("cjepa", "none")])
 def test_each_method_learns(tmp_path, method, cond):
     torch.manual_seed(0)
     _, out = run(tmp_path, "--method", method, "--cond", cond, "--max_steps", "10")
@@ -41,8 +41,8 @@ def test_each_method_learns(tmp_path, method, cond):
     assert sum(ls[-3:]) / 3 < 0.8 * ls[0], ls
 
 
-def state(out):
-    return torch.load(os.path.join(out, "latest.pt"), weights_only=True)
+def state(out):  # on the CPU: on a GPU machine the runs save CUDA tensors, which tests compare with CPU ones
+    return torch.load(os.path.join(out, "latest.pt"), map_location="cpu", weights_only=True)
 
 
 def test_resume_is_exact(tmp_path):
@@ -84,14 +84,21 @@ def test_compile_gives_the_eager_step(tmp_path):
     assert all(a[key].keys() == b[key].keys() for key in ("encoder", "predictor", "target_encoder"))
 
 
-def test_resume_refuses_other_config(tmp_path, capsys):
-    run(tmp_path, "--max_steps", "1")
+def test_resume_refuses_other_config(tmp_path, capsys, monkeypatch):
+    _, out = run(tmp_path, "--max_steps", "1")
+    assert state(out)["action_names"] == list(augment.ACTION_NAMES)
     with pytest.raises(SystemExit):
         run(tmp_path, "--max_steps", "2", "--resume", "latest", "--cond", "sequence")
     assert "--cond sequence vs checkpoint feature" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # AdamW's groups would keep the file's lr scales (or fail to load: 1 merges them)
         run(tmp_path, "--max_steps", "2", "--resume", "latest", "--pred_lr_scale", "3")
     assert "--pred_lr_scale 3.0 vs checkpoint 1.0" in capsys.readouterr().err
+    monkeypatch.setattr(augment, "ACTION_NAMES", augment.ACTION_NAMES + ("added_later",))  # a transform added since
+    with pytest.raises(SystemExit):
+        run(tmp_path, "--max_steps", "2", "--resume", "latest")
+    err = capsys.readouterr().err.strip()
+    assert f"was trained with actions ({', '.join(augment.ACTION_NAMES[:-1])}) but this code has" in err
+    assert "a_{x→y} changed" in err and "\n" not in err
 
 
 def test_resume_reads_a_key_an_older_checkpoint_lacks_as_what_it_meant_then(tmp_path, capsys):
@@ -217,7 +224,7 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch, capsys):
 
 def test_iwm_loss_is_the_step_loss_from_networks_and_batch_alone():
     """A notebook computes the IWM loss of a batch with train.iwm_loss; train_step's loss is that same number."""
-    cfg = train.check_config(common.parse_config(train.CONFIG, TINY + ["--device", "cpu"]))
+    cfg = train.check_config(cli.parse_config(train.CONFIG, TINY + ["--device", "cpu"]))
     torch.manual_seed(0)
     encoder, predictor = M.build_models(cfg, len(augment.ACTION_NAMES))
     run = train.build(dict(cfg, accum=1), 0, 1, torch.device("cpu"), encoder, predictor, 10)
