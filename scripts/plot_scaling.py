@@ -64,22 +64,22 @@ def draw(gpu, quick, chance, path, W=900, H=560):
            font=font)
     d.line([x0, py(chance), x1, py(chance)], fill=(150, 150, 150), width=1)
     d.text((x1 - 60, py(chance) - 16), "chance", fill=(120, 120, 120), font=small)
-    for i, (key, name, colour) in enumerate(SERIES):
+    for i, (key, name, rgb) in enumerate(SERIES):
         pts = [(px(n), py(mean([r[key] for r in gpu[n]]))) for n in sorted(gpu)]
-        d.line(pts, fill=colour, width=3 if key == "mrr" else 2)
+        d.line(pts, fill=rgb, width=3 if key == "mrr" else 2)
         for n in sorted(gpu):
             for r in gpu[n]:
                 x, y = px(n), py(r[key])
-                d.ellipse([x - 3, y - 3, x + 3, y + 3], outline=colour, fill=colour if not r["cut"] else "white")
-        d.line([x1 + 15, y0 + 20 * i + 8, x1 + 40, y0 + 20 * i + 8], fill=colour, width=3)
+                d.ellipse([x - 3, y - 3, x + 3, y + 3], outline=rgb, fill=rgb if not r["cut"] else "white")
+        d.line([x1 + 15, y0 + 20 * i + 8, x1 + 40, y0 + 20 * i + 8], fill=rgb, width=3)
         d.text((x1 + 45, y0 + 20 * i), name, fill="black", font=small)
-    for key, colour, i in (("mrr", (0, 0, 0), 0), ("mrr/clean", (31, 119, 180), 1)):
+    for key, rgb, i in (("mrr", (0, 0, 0), 0), ("mrr/clean", (31, 119, 180), 1)):
         if quick:
             pts = [(px(n), py(mean([r[key] for r in quick[n]]))) for n in sorted(quick)]
             for a, b in zip(pts, pts[1:]):
-                _dashed(d, a, b, colour)
+                _dashed(d, a, b, rgb)
         y = y0 + 20 * (len(SERIES) + 1 + i) + 8
-        _dashed(d, (x1 + 15, y), (x1 + 40, y), colour)
+        _dashed(d, (x1 + 15, y), (x1 + 40, y), rgb)
         d.text((x1 + 45, y - 8), ("over sources" if key == "mrr" else "clean") + ", batch 32", fill="black",
                font=small)
     d.text((x1 + 15, y0 + 20 * (len(SERIES) + 4)), "dashed: quick start\n(batch 32, CPU/GPU)\nopen dots: run cut at\n"
@@ -87,24 +87,26 @@ def draw(gpu, quick, chance, path, W=900, H=560):
     img.save(path)
 
 
-def _dashed(d, a, b, colour, on=6, off=4):
+def _dashed(d, a, b, rgb, on=6, off=4):
     n = max(1, int(math.hypot(b[0] - a[0], b[1] - a[1]) // (on + off)))
     for k in range(n):
         t0, t1 = k / n, min(1.0, (k + on / (on + off)) / n)
         d.line([a[0] + (b[0] - a[0]) * t0, a[1] + (b[1] - a[1]) * t0, a[0] + (b[0] - a[0]) * t1,
-                a[1] + (b[1] - a[1]) * t1], fill=colour, width=2)
+                a[1] + (b[1] - a[1]) * t1], fill=rgb, width=2)
 
 
 def table(gpu):
+    """The scaling table in markdown, one line per images-seen point (scripts/summarize.py renders it too)."""
     keys = ["mrr", "mrr/clean", "mrr/grayscale", "mrr/solarize", "mrr/brightness", "mrr/contrast", "mrr/saturation",
             "mrr/hue", "null", "rank"]
-    print("| images seen | runs | " + " | ".join(k.replace("mrr/", "") for k in keys) + " |")
-    print("|" + "---|" * (len(keys) + 2))
+    lines = ["| images seen | runs | " + " | ".join(k.replace("mrr/", "") for k in keys) + " |",
+             "|" + "---|" * (len(keys) + 2)]
     for n in sorted(gpu):
         rs = gpu[n]
         cells = [" / ".join(f"{r[k]:.3f}" if k != "rank" else f"{r[k]:.1f}" for r in rs) for k in keys]
         runs = ", ".join(r["job"] + (f" (cut at step {r['step']})" if r["cut"] else "") for r in rs)
-        print(f"| {n:,} ({n / 44_800:.1f}x) | {runs} | " + " | ".join(cells) + " |")
+        lines.append(f"| {n:,} ({n / 44_800:.1f}x) | {runs} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main(argv):
@@ -115,7 +117,7 @@ def main(argv):
         sys.exit(f"plot_scaling.py: error: no mrr rows in {argv[0]}")
     chance = next(r["chance"] for rs in gpu.values() for r in rs)
     draw(gpu, quick, chance, argv[1])
-    table(gpu)
+    print(table(gpu))
     print(f"wrote {argv[1]}")
 
 

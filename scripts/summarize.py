@@ -1,110 +1,369 @@
-"""Markdown tables (README "Results") from the lines scripts/paper_tables.sh appends to runs/paper/results.tsv:
-table, run, seed, metric, value, seconds. Mean ± std over seeds; the paper's numbers beside ours."""
+"""Result tables in markdown.
+
+    python scripts/summarize.py [runs/paper/results.tsv]   the paper's tables from scripts/paper_tables.sh's lines
+                                                           (table, run, seed, metric, value, seconds): mean ± std over
+                                                           seeds, the paper's numbers beside ours
+    python scripts/summarize.py --docs [--out FILE]        docs/results.md from every result file under results/
+    python scripts/summarize.py --docs --check             exit 1 if docs/results.md is not what --docs writes now
+
+Result files (checked in; nothing else feeds docs/results.md):
+  results/**/*.tsv          one table each: `# key: value` lines (title, table, order, config, commit, machine,
+                            command, note), then a tab-separated header and rows. A `seed` column groups the rows
+                            before it (the run) and joins the seeds' figures after it with " / ".
+  results/gpu/DATE/         recipe_rows.jsonl and speed_rows.jsonl of scripts/gpu_runs.py (one JSON row per finished
+                            command); results/gpu_meta.json names the machine, commit and commands of each DATE. The
+                            scaling table is scripts/plot_scaling.py's (`load`, `table`).
+"""
 import collections
+import csv
 import glob
+import importlib.util
 import json
 import os
 import sys
 
-import numpy as np
-
-path = sys.argv[1] if len(sys.argv) > 1 else "runs/paper/results.tsv"
-rows = [line.rstrip("\n").split("\t") for line in open(path)]
-# a run whose target tokens end with an effective rank below evaluate_mrr.COLLAPSE_RANK has collapsed (train.py
-# logs "rank" at every log step, evaluate_mrr.token_stats)
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from evaluate_mrr import COLLAPSE_RANK  # noqa: E402
-
-collapsed = set()
-for log in glob.glob(os.path.join(os.path.dirname(path), "*_s[0-9]*/log.jsonl")):
-    last = [json.loads(line) for line in open(log) if '"rank"' in line][-1]
-    if last["rank"] < COLLAPSE_RANK:
-        run, seed = os.path.basename(os.path.dirname(log)).rsplit("_s", 1)
-        collapsed.add((run, int(seed)))
-val = collections.defaultdict(dict)  # (table, run, metric) -> {seed: value}
-secs = collections.Counter()
-for table, run, seed, metric, value, s in rows:
-    val[table, run, metric][int(seed)] = float(value)
-    secs["pretrain" if table in ("pretrain", "mrr") else table] += int(s)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS, DOCS = os.path.join(ROOT, "results"), os.path.join(ROOT, "docs", "results.md")
+# the paper's tables and figures, in the order docs/results.md shows them (a file's `# table:` line); then the rest
+ORDER = (("Table 1", "Table 1: the world model needs the action (conditioning)"),
+         ("Table 2", "Table 2: harder actions need a bigger predictor (difficulty × capacity)"),
+         ("Tables 4 and 8", "Tables 4 and 8: leveraging the world model (finetuning and probes)"),
+         ("Figure 4", "Figure 4: does MRR go with the downstream protocols?"),
+         ("recipe", "The laptop recipe: the quick start and its levers"))
+CHANCE = {"shape": 100 / 6, "color": 100 / 6, "color": 100 / 6, "count": 25.0}  # data.Shapes: 6 / 6 / 4 classes
 
 
-def cell(table, run, metric, fmt="{:.3f}", seeds=None):
-    by_seed = {k: x for k, x in val.get((table, run, metric), {}).items() if seeds is None or k in seeds}
-    v = list(by_seed.values())
-    if not v:
-        return "–"
-    c = sum((run, seed) in collapsed for seed in by_seed)
-    return (fmt.format(np.mean(v)) + (f" ± {fmt.format(np.std(v))}" if len(v) > 1 else "")
-            + f" ({len(v)}{f', {c} collapsed' if c else ''})")
+# ----------------------------------------------------------------------------- the paper's tables (paper_tables.sh)
+
+def paper_tables(path):
+    """Print the paper's tables from scripts/paper_tables.sh's results.tsv (README-era output, kept for that script)."""
+    import numpy as np
+    sys.path.insert(0, ROOT)
+    # a run whose target tokens end with an effective rank below evaluate_mrr.COLLAPSE_RANK has collapsed (train.py
+    # logs "rank" at every log step, evaluate_mrr.token_stats)
+    from evaluate_mrr import COLLAPSE_RANK
+
+    rows = [line.rstrip("\n").split("\t") for line in open(path)]
+    collapsed = set()
+    for log in glob.glob(os.path.join(os.path.dirname(path), "*_s[0-9]*/log.jsonl")):
+        last = [json.loads(line) for line in open(log) if '"rank"' in line][-1]
+        if last["rank"] < COLLAPSE_RANK:
+            run, seed = os.path.basename(os.path.dirname(log)).rsplit("_s", 1)
+            collapsed.add((run, int(seed)))
+    val = collections.defaultdict(dict)  # (table, run, metric) -> {seed: value}
+    secs = collections.Counter()
+    for table, run, seed, metric, value, s in rows:
+        val[table, run, metric][int(seed)] = float(value)
+        secs["pretrain" if table in ("pretrain", "mrr") else table] += int(s)
+
+    def cell(table, run, metric, fmt="{:.3f}", seeds=None):
+        by_seed = {k: x for k, x in val.get((table, run, metric), {}).items() if seeds is None or k in seeds}
+        v = list(by_seed.values())
+        if not v:
+            return "–"
+        c = sum((run, seed) in collapsed for seed in by_seed)
+        return (fmt.format(np.mean(v)) + (f" ± {fmt.format(np.std(v))}" if len(v) > 1 else "")
+                + f" ({len(v)}{f', {c} collapsed' if c else ''})")
+
+    print("Table 1: conditioning, MRR (bank 256, chance 0.024); mean ± std over seeds (n)\n")
+    print("| conditioning | ours | paper |\n|---|---|---|")
+    for c, paper in (("none", "0.00"), ("sequence", "0.82"), ("feature", "0.79")):
+        print(f"| {c} | {cell('mrr', 'cond_' + c, 'mrr')} | {paper} |")
+    print(f"| sequence, 4x the images | {cell('mrr', 'long_sequence', 'mrr')} | – |")
+
+    print("\nTable 2: difficulty x capacity, MRR; ours: predictor depth 1 / 6 (width 128); paper: 12 / 18 "
+          "(width 384)\n")
+    print("| augmentation | I-JEPA | depth 1 | depth 6 | paper I-JEPA / 12 / 18 |\n|---|---|---|---|---|")
+    for a, name, paper in (("jitter", "jitter", "0.00 / 0.11 / 0.25"), ("iwm", "+ destructive", "0.00 / 0.09 / 0.79"),
+                           ("strong", "+ strong jitter", "0.00 / 0.81 / 0.85")):
+        d6 = "cond_sequence" if a == "strong" else f"{a}_d6"  # the quick start is the (strong, depth 6) cell
+        ij = cell("mrr", "ijepa_d6", "mrr") if a == "jitter" else "(same)"
+        print(f"| {name} | {ij} | {cell('mrr', a + '_d1', 'mrr')} | {cell('mrr', d6, 'mrr')} | {paper} |")
+
+    print("\nTable 4: leveraging the world model, color top-1 % (seed 0; chance 16.7)\n")
+    print("| setting | MRR | encoder FT | frozen enc + random pred | + pretrained pred | end-to-end | paper |")
+    print("|---|---|---|---|---|---|---|")
+    for run, name, paper in (("ijepa_d6", "I-JEPA", "83.0 / 79.1 / 80.0 / 82.0"),
+                             ("strong_d1", "IWM Inv-like (depth 1)", "83.3 / 80.5 / 81.3 / 82.7"),
+                             ("cond_sequence", "IWM Equi-like (depth 6)", "82.9 / 81.5 / 83.3 / 84.4"),
+                             ("random", "random init (depth 6, no pretraining)", "–")):
+        r = "_random" if run == "random" else ""  # the random-init row: every module random, so no "pretrained pred"
+        cols = [cell("table4", run, m + r, "{:.1f}") if m else "n/a"
+                for m in ("encoder", "predictor" if r else "predictor_random", "" if r else "predictor", "end_to_end")]
+        print(f"| {name} | {cell('mrr', run, 'mrr', seeds=[0])} | " + " | ".join(cols) + f" | {paper} |")
+
+    print("\nTable 8: probes on the frozen target encoder, color top-1 % (seed 0)\n")
+    print("| setting | linear | attentive | paper linear / attentive |\n|---|---|---|---|")
+    for run, name, paper in (("ijepa_d6", "I-JEPA", "–"), ("strong_d1", "IWM Inv-like", "74.5 / 77.0"),
+                             ("cond_sequence", "IWM Equi-like", "67.5 / 75.1"), ("random", "random init", "–")):
+        r = "_random" if run == "random" else ""
+        lin, att = (cell("table4", run, m + r, "{:.1f}") for m in ("linear", "attentive"))
+        print(f"| {name} | {lin} | {att} | {paper} |")
+
+    print("\nTable 8 / Figure 4, every pretraining setting: MRR and color top-1 % of the linear probe and of "
+          "predictor finetuning, mean ± std over seeds\n")
+    print("| run | MRR | linear | predictor FT |\n|---|---|---|---|")
+    runs = ("cond_none", "cond_sequence", "cond_feature", "jitter_d1", "iwm_d1", "strong_d1", "jitter_d6", "iwm_d6",
+            "ijepa_d6", "long_sequence")
+    for run in runs:
+        for m in ("linear", "predictor"):  # seed 0 of the Table 4 runs was measured there (same protocol and flags)
+            val["probe", run, m] = {**val.get(("table8", run, m), {}), **val.get(("table4", run, m), {})}
+        print(f"| {run} | {cell('mrr', run, 'mrr')} | {cell('probe', run, 'linear', '{:.1f}')} "
+              f"| {cell('probe', run, 'predictor', '{:.1f}')} |")
+
+    # Figure 4 / §4: across all pretraining runs, does MRR go with predictor finetuning and against linear probing?
+    pairs = collections.defaultdict(list)
+    for run in runs:
+        for metric in ("linear", "predictor"):
+            for seed, v in val["probe", run, metric].items():
+                m = val.get(("mrr", run, "mrr"), {}).get(seed)
+                if m is not None:
+                    pairs[metric].append((m, v))
+
+    def rank(a):  # average ranks, so tied MRRs (every run at chance) do not depend on the order of the rows
+        r = np.empty(len(a))
+        r[np.argsort(a)] = np.arange(len(a))
+        _, tie = np.unique(a, return_inverse=True)
+        return (np.bincount(tie, r) / np.bincount(tie))[tie]
+
+    if pairs:
+        print("\nFigure 4: correlation with MRR across every pretraining run x seed (paper: predictor ρ 0.93, linear "
+              "ρ −0.85)\n")
+        print("| protocol | runs | Pearson ρ | Spearman ρ |\n|---|---|---|---|")
+        for metric, p in sorted(pairs.items()):
+            x, y = np.array(p).T
+            print(f"| {metric} | {len(p)} | {np.corrcoef(x, y)[0, 1]:.2f} | "
+                  f"{np.corrcoef(rank(x), rank(y))[0, 1]:.2f} |")
+
+    print(f"\nCollapsed runs (final target-token effective rank < {COLLAPSE_RANK:g}): "
+          + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed)) or "none"))
+    print("\nSummed run time (s; paper_tables.sh runs PAR of them side by side, so wall time is less): "
+          + ", ".join(f"{k} {v}" for k, v in sorted(secs.items())))
 
 
-print("Table 1: conditioning, MRR (bank 256, chance 0.024); mean ± std over seeds (n)\n")
-print("| conditioning | ours | paper |\n|---|---|---|")
-for c, paper in (("none", "0.00"), ("sequence", "0.82"), ("feature", "0.79")):
-    print(f"| {c} | {cell('mrr', 'cond_' + c, 'mrr')} | {paper} |")
-print(f"| sequence, 4x the images | {cell('mrr', 'long_sequence', 'mrr')} | – |")
+# ----------------------------------------------------------------------------- docs/results.md from results/
 
-print("\nTable 2: difficulty x capacity, MRR; ours: predictor depth 1 / 6 (width 128); paper: 12 / 18 (width 384)\n")
-print("| augmentation | I-JEPA | depth 1 | depth 6 | paper I-JEPA / 12 / 18 |\n|---|---|---|---|---|")
-for a, name, paper in (("jitter", "jitter", "0.00 / 0.11 / 0.25"), ("iwm", "+ destructive", "0.00 / 0.09 / 0.79"),
-                       ("strong", "+ strong jitter", "0.00 / 0.81 / 0.85")):
-    d6 = "cond_sequence" if a == "strong" else f"{a}_d6"  # the quick start is the (strong, depth 6) cell
-    ij = cell("mrr", "ijepa_d6", "mrr") if a == "jitter" else "(same)"
-    print(f"| {name} | {ij} | {cell('mrr', a + '_d1', 'mrr')} | {cell('mrr', d6, 'mrr')} | {paper} |")
+def md_table(header, rows):
+    esc = lambda c: str(c).replace("|", "\\|") if str(c) != "" else "–"  # noqa: E731
+    return "\n".join(["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(map(esc, r)) + " |" for r in rows])
 
-print("\nTable 4: leveraging the world model, colour top-1 % (seed 0; chance 16.7)\n")
-print("| setting | MRR | encoder FT | frozen enc + random pred | + pretrained pred | end-to-end | paper |")
-print("|---|---|---|---|---|---|---|")
-for run, name, paper in (("ijepa_d6", "I-JEPA", "83.0 / 79.1 / 80.0 / 82.0"),
-                         ("strong_d1", "IWM Inv-like (depth 1)", "83.3 / 80.5 / 81.3 / 82.7"),
-                         ("cond_sequence", "IWM Equi-like (depth 6)", "82.9 / 81.5 / 83.3 / 84.4"),
-                         ("random", "random init (depth 6, no pretraining)", "–")):
-    r = "_random" if run == "random" else ""  # the random-init row: every module random, so no "pretrained pred"
-    cols = [cell("table4", run, m + r, "{:.1f}") if m else "n/a"
-            for m in ("encoder", "predictor" if r else "predictor_random", "" if r else "predictor", "end_to_end")]
-    print(f"| {name} | {cell('mrr', run, 'mrr', seeds=[0])} | " + " | ".join(cols) + f" | {paper} |")
 
-print("\nTable 8: probes on the frozen target encoder, colour top-1 % (seed 0)\n")
-print("| setting | linear | attentive | paper linear / attentive |\n|---|---|---|---|")
-for run, name, paper in (("ijepa_d6", "I-JEPA", "–"), ("strong_d1", "IWM Inv-like", "74.5 / 77.0"),
-                         ("cond_sequence", "IWM Equi-like", "67.5 / 75.1"), ("random", "random init", "–")):
-    r = "_random" if run == "random" else ""
-    lin, att = (cell("table4", run, m + r, "{:.1f}") for m in ("linear", "attentive"))
-    print(f"| {name} | {lin} | {att} | {paper} |")
+def read_tsv(path):
+    """(meta {key: value}, header, rows) of one result file."""
+    meta, lines = {}, []
+    for line in open(path, encoding="utf-8"):
+        line = line.rstrip("\n")
+        if line.startswith("# ") and ":" in line and not lines:
+            key, _, value = line[2:].partition(":")
+            meta[key.strip()] = value.strip()
+        elif line.strip():
+            lines.append(line.split("\t"))
+    if not lines:
+        raise ValueError(f"{path}: no header row")
+    header, rows = lines[0], lines[1:]
+    bad = [r for r in rows if len(r) != len(header)]
+    if bad:
+        raise ValueError(f"{path}: a row has {len(bad[0])} cells, the header {len(header)}: {bad[0]}")
+    return meta, header, rows
 
-print("\nTable 8 / Figure 4, every pretraining setting: MRR and colour top-1 % of the linear probe and of predictor "
-      "finetuning, mean ± std over seeds\n")
-print("| run | MRR | linear | predictor FT |\n|---|---|---|---|")
-runs = ("cond_none", "cond_sequence", "cond_feature", "jitter_d1", "iwm_d1", "strong_d1", "jitter_d6", "iwm_d6",
-        "ijepa_d6", "long_sequence")
-for run in runs:
-    for m in ("linear", "predictor"):  # seed 0 of the Table 4 runs was measured there (same protocol and flags)
-        val["probe", run, m] = {**val.get(("table8", run, m), {}), **val.get(("table4", run, m), {})}
-    print(f"| {run} | {cell('mrr', run, 'mrr')} | {cell('probe', run, 'linear', '{:.1f}')} "
-          f"| {cell('probe', run, 'predictor', '{:.1f}')} |")
 
-# Figure 4 / §4: across all pretraining runs, does MRR go with predictor finetuning and against linear probing?
-pairs = collections.defaultdict(list)
-for run in runs:
-    for metric in ("linear", "predictor"):
-        for seed, v in val["probe", run, metric].items():
-            m = val.get(("mrr", run, "mrr"), {}).get(seed)
-            if m is not None:
-                pairs[metric].append((m, v))
-if pairs:
-    print("\nFigure 4: correlation with MRR across every pretraining run x seed (paper: predictor ρ 0.93, linear "
-          "ρ −0.85)\n")
-    print("| protocol | runs | Pearson ρ | Spearman ρ |\n|---|---|---|---|")
-    for metric, p in sorted(pairs.items()):
-        x, y = np.array(p).T
-        def rank(a):  # average ranks, so tied MRRs (every run at chance) do not depend on the order of the rows
-            r = np.empty(len(a))
-            r[np.argsort(a)] = np.arange(len(a))
-            _, tie = np.unique(a, return_inverse=True)
-            return (np.bincount(tie, r) / np.bincount(tie))[tie]
-        print(f"| {metric} | {len(p)} | {np.corrcoef(x, y)[0, 1]:.2f} | {np.corrcoef(rank(x), rank(y))[0, 1]:.2f} |")
+def grouped(header, rows):
+    """Rows with a `seed` column: one row per run (the columns before `seed`), each figure as its seeds' values
+    joined with " / " ("v (all n)" if every seed reads the same), and the mean of a numeric `mrr` over two or more
+    seeds."""
+    if "seed" not in header:
+        return header, rows
+    k = header.index("seed")
+    groups = collections.OrderedDict()
+    for r in rows:
+        groups.setdefault(tuple(r[:k]), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        cells = [", ".join(r[k] for r in rs)]
+        for j in range(k + 1, len(header)):
+            vals = [r[j] for r in rs if r[j] != ""]
+            text = f"{vals[0]} (all {len(vals)})" if len(vals) > 1 and len(set(vals)) == 1 else " / ".join(vals)
+            if header[j] == "mrr" and len(vals) > 1:
+                try:
+                    text += f" (mean {sum(map(float, vals)) / len(vals):.3f})"
+                except ValueError:
+                    pass
+            cells.append(text)
+        out.append(list(key) + cells)
+    return header[:k] + ["seeds"] + header[k + 1:], out
 
-print(f"\nCollapsed runs (final target-token effective rank < {COLLAPSE_RANK:g}): "
-      + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed)) or "none"))
-print("\nSummed run time (s; paper_tables.sh runs PAR of them side by side, so wall time is less): "
-      + ", ".join(f"{k} {v}" for k, v in sorted(secs.items())))
+
+def render_tsv(path):
+    meta, header, rows = read_tsv(path)
+    rel = os.path.relpath(path, ROOT)
+    lines = [f"### {meta.get('title', os.path.basename(path))}", ""]
+    for key in ("config", "commit", "machine"):
+        if key in meta:
+            lines.append(f"- {key}: {meta[key]}")
+    if "command" in meta:
+        lines.append(f"- command: `{meta['command']}`")
+    if "note" in meta:
+        lines.append(f"- note: {meta['note']}")
+    lines += [f"- file: {rel}", "", md_table(*grouped(header, rows)), ""]
+    return "\n".join(lines)
+
+
+def load_module(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def gpu_section(day, meta):
+    """The GPU session results/gpu/DAY: the recipe and its scaling curve, the linear probes, the speed rows."""
+    d = os.path.join(RESULTS, "gpu", day)
+    plot = load_module("plot_scaling", os.path.join(ROOT, "scripts", "plot_scaling.py"))
+    m = meta.get(day, {})
+    out = [f"## The GPU recipe, its scaling curve and speed ({day})", ""]
+    for key in ("machine", "commit", "config"):
+        if key in m:
+            out.append(f"- {key}: {m[key]}")
+    for what, cmd in m.get("commands", {}).items():
+        out.append(f"- {what}: `{cmd}`")
+    if "note" in m:
+        out.append(f"- note: {m['note']}")
+    out.append("")
+    recipe = os.path.join(d, "recipe_rows.jsonl")
+    if os.path.exists(recipe):
+        rel = os.path.relpath(recipe, ROOT)
+        gpu, quick = plot.load(recipe)
+        start = next((json.loads(x) for x in open(recipe) if '"start"' in x), {})
+        out += ["### MRR against images seen: configs/gpu.json and its scaling curve", "",
+                f"- file: {rel} (`python scripts/gpu_runs.py {start.get('what', '')}`)",
+                "- a cut run counts the images it saw; null: the null action; rank: the target tokens' effective rank",
+                "", plot.table(gpu), ""]
+        if quick:
+            q = os.path.relpath(plot.QUICK, ROOT)
+            qrows = list(csv.DictReader(open(plot.QUICK), delimiter="\t"))
+            out += ["### For comparison: the quick start at batch 32", "",
+                    f"- file: {q}; command: `{qrows[0]['command']}` ({qrows[0]['machine']})", "",
+                    md_table(["images seen", "seed", "MRR over sources", "clean", "flags"],
+                             [[f"{int(r['images']):,} ({int(r['images']) / 44_800:g}x)", r["seed"], r["mrr"],
+                               r["clean"],
+                               r["command"][4:].strip(", ") if r["command"].startswith("same") else "(the command)"]
+                              for r in qrows]), ""]
+        rows = [json.loads(x) for x in open(recipe)]
+        probes = collections.defaultdict(dict)
+        for r in rows:
+            if str(r.get("what", "")).startswith("linear ") and "top1" in r:
+                _, label, init = r["what"].split()
+                probes[(r["job"], label)][init] = r["top1"]
+        if probes:
+            out += ["### Linear probes of the checkpoint against a random init of its architecture (top-1 %)", "",
+                    f"- file: {rel}", ""]
+            table = []
+            for (job, label), v in sorted(probes.items()):
+                ck, rnd = v.get("checkpoint"), v.get("random")
+                diff = f"{ck - rnd:+.2f}" if ck is not None and rnd is not None else ""
+                chance = f"{CHANCE[label]:.1f}" if label in CHANCE else ""
+                table.append([job, label, chance, ck, rnd, diff])
+            out += [md_table(["run", "label", "chance", "checkpoint", "random init", "difference"], table), ""]
+        trains = [r for r in rows if r.get("what") == "train" and r.get("stage") == "recipe"]
+        if trains:
+            out += ["### The training runs of the recipe call", "", f"- file: {rel}", "",
+                    md_table(["run", "seed", "images asked", "steps done", "cut", "exit", "wall s", "images/s",
+                              "data wait", "peak GB"],
+                             [[r["job"], r.get("seed", ""), f"{r.get('images', 0):,}", r.get("step", ""),
+                               "yes" if r.get("cut") else "no", r.get("rc", ""), r.get("wall_s", ""),
+                               f"{r['img_per_s']:,.0f}" if "img_per_s" in r else "",
+                               f"{100 * r['data_wait']:.1f} %" if "data_wait" in r else "",
+                               f"{r['peak_mem_gb']:.2f}" if "peak_mem_gb" in r else ""] for r in trains]), ""]
+    for name in ("speed_rows.jsonl", "recipe_rows.jsonl"):
+        path = os.path.join(d, name)
+        if not os.path.exists(path):
+            continue
+        rows = [json.loads(x) for x in open(path)]
+        rel = os.path.relpath(path, ROOT)
+        start = next((r for r in rows if r.get("stage") == "start"), {})
+        about = m.get("files", {}).get(name)
+        call = f"- call: `python scripts/gpu_runs.py {start.get('what', '')}`"
+        head = lambda title: [f"### {title} ({rel})", "", call] + ([f"- {about}", ""] if about else [""])
+        bench = [r for r in rows if r.get("what") == "bench" and "ms_per_step" in r]
+        if bench:
+            out += head("bench.py on the quick-start architecture")
+            out += [md_table(["batch", "ms / step", "first pass ms", "images/s", "GFLOP / image", "peak GiB",
+                              "MiB / image", "MFU %"] + list(bench[0].get("stages_ms", {})),
+                             [[r["batch_size"], f"{r['ms_per_step']:.1f}", f"{r['ms_per_step_first']:.1f}",
+                               f"{r['img_per_s']:,.0f}", f"{r['gflop_per_image']:.2f}", f"{r['peak_mem_gib']:.2f}",
+                               f"{r['mib_per_image']:.1f}", f"{100 * r['mfu']:.2f}"]
+                              + [f"{v:.1f}" for v in r.get("stages_ms", {}).values()] for r in bench]), ""]
+        loops = [r for r in rows if r.get("what") == "train" and "runs" in r]
+        if loops:
+            out += head("The real training loop, configs/gpu.json")
+            out += [md_table(["job", "runs at once", "steps", "cut", "images/s, total", "images/s per run",
+                              "data wait"],
+                             [[r["job"], len(r["runs"]), " / ".join(str(x.get("step", "")) for x in r["runs"]),
+                               "yes" if any(x.get("cut") for x in r["runs"]) else "no",
+                               f"{r['img_per_s_total']:,.0f}",
+                               " / ".join(f"{x['img_per_s']:,.0f}" for x in r["runs"] if "img_per_s" in x),
+                               " / ".join(f"{100 * x['data_wait']:.1f} %" for x in r["runs"] if "data_wait" in x)]
+                              for r in loops]), ""]
+    return "\n".join(out)
+
+
+def render_docs():
+    """docs/results.md as a string, from the files under results/ alone."""
+    tsvs = sorted(p for p in glob.glob(os.path.join(RESULTS, "**", "*.tsv"), recursive=True)
+                  if os.path.normpath(p) != os.path.normpath(os.path.join(RESULTS, "quickstart_scaling.tsv")))
+    by_table = collections.defaultdict(list)
+    for p in tsvs:
+        by_table[read_tsv(p)[0].get("table", "other")].append(p)
+    out = ["# Results", "",
+           "Generated by `python scripts/summarize.py --docs` from the result files under results/: edit those and "
+           "rerun it, never this file (tests/test_summarize.py checks that they agree). Every table names the "
+           "config, the commit, the machine and the command that made it. \"commit ... (recorded)\" is the commit "
+           "that recorded the figures; they were measured on the code just before it. MRR is over the four "
+           "sources (clean, grayscale, blur, solarize) unless a column says clean; chance is 0.024 at bank 256. "
+           "Shapes is the built-in data set (data.py); the paper's numbers are ImageNet's, beside ours for "
+           "direction, not for size.", ""]
+    titles = dict(ORDER)
+    for key in [k for k, _ in ORDER] + sorted(set(by_table) - set(titles)):
+        if key not in by_table:
+            continue
+        out += [f"## {titles.get(key, key)}", ""]
+        out += [render_tsv(p) for p in sorted(by_table[key], key=lambda p: (read_tsv(p)[0].get("order", "9"), p))]
+    meta_path = os.path.join(RESULTS, "gpu_meta.json")
+    meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
+    for day in sorted(os.listdir(os.path.join(RESULTS, "gpu"))) if os.path.isdir(os.path.join(RESULTS, "gpu")) else []:
+        out.append(gpu_section(day, meta))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv):
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    if argv and argv[0] == "--docs":
+        rest, out_path, check = argv[1:], DOCS, False
+        while rest:
+            if rest[0] == "--check":
+                check, rest = True, rest[1:]
+            elif rest[0] == "--out" and len(rest) > 1:
+                out_path, rest = rest[1], rest[2:]
+            else:
+                print(f"summarize.py: error: unexpected {rest[0]!r} (see --help)", file=sys.stderr)
+                return 2
+        text = render_docs()
+        if check:
+            same = os.path.exists(out_path) and open(out_path, encoding="utf-8").read() == text
+            if not same:
+                print(f"summarize.py: {out_path} is stale: run python scripts/summarize.py --docs", file=sys.stderr)
+            return 0 if same else 1
+        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+        with open(out_path, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote {out_path}")
+        return 0
+    paper_tables(argv[0] if argv else "runs/paper/results.tsv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
