@@ -161,6 +161,8 @@ def check_values(cfg, prog, minimum=None, helps=None):
             continue
         if not all(math.isfinite(x) and x >= low for x in nums):
             common.fail(prog, f"--{key} must be >= {low}, got {','.join(map(str, nums))}")
+    if not -2**32 < cfg.get("seed", 0) < 2**32:  # what the seeded streams (data.py, train.py) are built for
+        common.fail(prog, f"--seed must be between -(2**32 - 1) and 2**32 - 1, got {cfg['seed']}")
     for key, (_, choices, default) in (helps or {}).items():
         if choices is not None and key in cfg and cfg[key] not in choices and cfg[key] != default:
             common.fail(prog, f"--{key} must be one of {', '.join(map(str, choices))}, got {cfg[key]!r}")

@@ -7,6 +7,7 @@ parameter names it reads."""
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import re
 import resource
@@ -123,7 +124,8 @@ class JsonlLog:
 
 class GracefulStop:
     """While it lives, Ctrl-C and SIGTERM (a cluster's pre-emption) set `.requested` and `.signum` instead of
-    interrupting a step or a checkpoint write; restore() puts the previous handlers back."""
+    interrupting a step or a checkpoint write; a second one exits at once, unsaved (whatever the first one waits on,
+    a blocked read say, cannot hold the run). restore() puts the previous handlers back."""
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
@@ -131,11 +133,35 @@ class GracefulStop:
         self.old = [signal.signal(s, self._request) for s in self.SIGNALS]
 
     def _request(self, signum, _frame):
+        if self.requested:
+            print(f"{os.path.basename(sys.argv[0])}: stopped by a second {signal.Signals(signum).name}, without saving",
+                  file=sys.stderr, flush=True)
+            kill_workers()
+            os._exit(128 + signum)
         self.requested, self.signum = True, signum
 
     def restore(self):
         for s, handler in zip(self.SIGNALS, self.old):
             signal.signal(s, handler)
+
+
+def kill_workers():
+    """Kill this process's loader workers. They ignore SIGINT and SIGTERM (ignore_stop_signals), so Python's exit
+    handler, which stops children with SIGTERM and then waits for them, would wait forever."""
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join()
+
+
+@contextlib.contextmanager
+def workers_killed_on_error():
+    """Any error that ends a run with loader workers (a worker's exception, a failed save, NaN) ends the process
+    within seconds instead of leaving it hanging at exit: the workers are killed before the error goes on."""
+    try:
+        yield
+    except BaseException:
+        kill_workers()
+        raise
 
 
 def peak_mem_gb(device):

@@ -8,8 +8,7 @@ all data alike.
   count - 1: real, learnable targets (tests/test_data.py checks each against the pixels).
 - ImageNet-style folders and torchvision's CIFAR-10/100, STL-10, Food-101 read from a local root (never downloaded).
 - `train_transform` is the shared random-resized crop + flip that makes I' in IWM §3 (per sample, on CPU); the
-  per-view photometric part (color jitter, blur, grayscale, solarize → the action a_{x→y}) is done batched on the
-  device by augment.py.
+  per-view photometric part (jitter, blur, grayscale, solarize → a_{x→y}) is batched on the device by augment.py.
 - `EpochIndexed` + `StepSampler` (train.py): which images a step sees and their crops are a function of the seed.
 """
 import colorsys
@@ -276,7 +275,8 @@ class EpochIndexed(torch.utils.data.Dataset):
         epoch, i = key
         with torch.random.fork_rng(devices=[]):  # seed the CPU generator only: torch.manual_seed would also
             # queue lazy CUDA seeding and cost ~4 ms per call
-            torch.default_generator.manual_seed((self.seed * 1_000_003 + epoch) * 100_000_007 + i)
+            key = (self.seed * 1_000_003 + epoch) * 100_000_007 + i  # wrapped into 64 bits as torch maps a negative
+            torch.default_generator.manual_seed(key % 2**64 - (key < 0))  # seed, so no seed's draws change
             return self.ds[i]
 
 

@@ -381,7 +381,8 @@ def setup(argv=None, prog="finetune.py", doc=None, defaults=CONFIG):
 def main(argv=None):
     cfg, rank, world, device = setup(argv)
     try:
-        metrics = run(dict(cfg), rank, world, device)
+        with common.workers_killed_on_error():
+            metrics = run(dict(cfg), rank, world, device)
     except (ValueError, FileNotFoundError) as e:
         common.fail("finetune.py", e)
     if world > 1:
@@ -390,8 +391,7 @@ def main(argv=None):
     if rank == 0:
         extra = {k: round(v, 2) for k, v in metrics.items() if k.startswith("top1_")}
         if extra:
-            print(("val-selected lr grid: " if PROTOCOLS[cfg["protocol"]]["heads"] == "grid" else "") + str(extra),
-                  flush=True)
+            print(("val-selected lr grid: " if PROTOCOLS[cfg["protocol"]]["heads"] == "grid" else "") + str(extra))
         print(f"{cfg['protocol']} top1 {metrics['top1']:.2f}", flush=True)
     return metrics
 

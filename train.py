@@ -203,10 +203,10 @@ def main(argv=None):
     cfg = check_config(cli.parse_config(CONFIG, argv, "train.py", __doc__, HELP, cli.EXIT_TRAINING))
     rank, world, device = common.setup_distributed(cfg["device"])
     if cfg["batch_size"] % (world * cfg["accum"]):
-        common.fail("train.py", f"batch_size {cfg['batch_size']} must divide by world size {world} × accum "
-                                f"{cfg['accum']}")
+        common.fail("train.py", f"batch_size {cfg['batch_size']} must divide by world {world} × accum {cfg['accum']}")
     run = setup(cfg, rank, world, device)
-    out = loop(run)
+    with common.workers_killed_on_error():
+        out = loop(run)
     if run.stopped.signum:  # Ctrl-C / SIGTERM: saved, exit 128 + signal so that a scheduler sees the pre-emption
         common.exit_stopped("train.py", run.stopped, run.step, run.ckpt_path, run.main_rank)
     return out

@@ -39,7 +39,8 @@ def main(argv=None):
     M.load_nets(ck, run.nets.encoder, run.nets.target_encoder, name=cfg["encoder_from"])
     run.nets.encoder.requires_grad_(False)  # no gradient: AdamW and the logged grad norm skip it (no weight decay)
     run.ema_source = run.ema_target  # the EMA lerps the target toward itself: it stays CKPT's
-    return train.loop(run)
+    with common.workers_killed_on_error():
+        return train.loop(run)
 
 
 if __name__ == "__main__":

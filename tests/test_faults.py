@@ -1,0 +1,63 @@
+"""Unattended runs (issue 27): an error after start ends the run within seconds, with loader workers too; a second
+Ctrl-C/SIGTERM exits at once; realistic seeds train, and seeds out of range get one line."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import common
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ("--data shapes --data_length 48 --img_size 16 --patch_size 4 --model micro --pred_depth 1 --pred_width 32 "
+        "--min_keep 4 --batch_size 8 --eval_images 0 --device cpu").split()
+RAISING_WORKER = """
+import sys, torch, data, train
+real = data.Shapes.render
+def render(self, i):  # the start-up probe reads in this process; the loader worker raises
+    if torch.utils.data.get_worker_info() is not None:
+        raise RuntimeError("boom in a loader worker")
+    return real(self, i)
+data.Shapes.render = render
+train.main(sys.argv[1:])
+"""
+
+
+def test_an_error_in_a_loader_worker_ends_the_run(tmp_path):
+    """Before: a traceback, then a hang in Python's exit handler (the workers ignore SIGTERM) that only kill -9 ended."""
+    t0 = time.time()
+    try:
+        p = subprocess.run([sys.executable, "-c", RAISING_WORKER, *TINY, "--workers", "2", "--out_dir",
+                            str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run hung after its loader worker raised")
+    assert p.returncode not in (0, None) and "boom in a loader worker" in p.stderr
+    assert time.time() - t0 < 60
+
+
+def test_a_second_stop_signal_exits_at_once(monkeypatch):
+    killed, exits = [], []
+    monkeypatch.setattr(common, "kill_workers", lambda: killed.append(1))
+    monkeypatch.setattr(common.os, "_exit", lambda code: exits.append(code))
+    stop = common.GracefulStop()
+    try:
+        stop._request(signal.SIGTERM, None)  # the first: finish the step, save, stop
+        assert stop.requested and not exits
+        stop._request(signal.SIGTERM, None)  # the second: now, unsaved, workers killed
+        assert exits == [143] and killed == [1]
+    finally:
+        stop.restore()
+
+
+def test_a_date_seed_trains_and_a_huge_seed_is_one_line(tmp_path, capsys):
+    out = train.main(TINY + ["--workers", "0", "--seed", "20240101", "--max_steps", "2", "--out_dir",
+                             str(tmp_path / "run")])  # overflowed in data.py's per-sample seeding
+    assert out["step"] == 2
+    with pytest.raises(SystemExit) as e:
+        train.main(TINY + ["--seed", str(2**40), "--out_dir", str(tmp_path / "huge")])
+    assert e.value.code == 2 and not (tmp_path / "huge").exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"train.py: error: --seed must be between -(2**32 - 1) and 2**32 - 1, got {2**40}")
