@@ -240,20 +240,33 @@ def claim_out_dir(cfg):
     check_writable(out, "--out_dir")
     if cfg["resume"] and cfg["overwrite"]:
         raise ValueError("--resume and --overwrite true contradict each other: continue the run or start over")
-    found = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    found = [f for f in sorted(os.listdir(out)) if f in RUN_FILES or re.fullmatch(r"ep\d+\.pt", f)] \
+        if os.path.isdir(out) else []  # snapshots alone are a run too: a fresh run would write over them
     if found and not cfg["resume"] and not cfg["overwrite"]:
         raise ValueError(f"--out_dir {out} already holds a run ({', '.join(found)}): continue it with --resume "
                          "latest, or start over with --overwrite true (deletes it), or pick another --out_dir")
+    here = os.path.realpath(out)
+    if found and cfg["resume"] not in ("", "latest") and os.path.dirname(os.path.realpath(cfg["resume"])) != here:
+        raise ValueError(f"--out_dir {out} holds another run ({', '.join(found)}): --resume {cfg['resume']} would "
+                         "write over it; pick an empty --out_dir, or resume in the checkpoint's own folder")
 
 
-def prepare_out_dir(cfg, prog):
+def prepare_out_dir(cfg, prog, step=None):
     """Create out_dir (main rank, once every check has passed). --overwrite true deletes the old run's latest.pt,
-    epNNNN.pt and log.jsonl, so the new run starts a fresh log. Temp files of killed saves (save_atomic's
-    NAME.tmp.PID) are deleted, and reported, when their process is gone; a live process's are left alone."""
+    epNNNN.pt and log.jsonl, so the new run starts a fresh log. A resume from `step` drops the log rows past it
+    (a crash after the checkpoint left them; the resumed run logs those steps again). Temp files of killed saves
+    (save_atomic's latest.pt.tmp.PID, epNNNN.pt.tmp.PID) are deleted, and reported, when their process is gone; a
+    live process's, and files this tool does not name so, are left alone."""
     out = cfg["out_dir"]
     os.makedirs(out, exist_ok=True)
+    log = os.path.join(out, "log.jsonl")
+    if cfg["resume"] and step is not None and os.path.isfile(log):
+        rows = [line for line in open(log) if line.strip() and json.loads(line).get("step", 0) <= step]
+        with open(log + ".tmp", "w") as f:
+            f.writelines(rows)
+        os.replace(log + ".tmp", log)
     for name in sorted(os.listdir(out)):
-        tmp = re.fullmatch(r".+\.tmp\.(\d+)", name)
+        tmp = re.fullmatch(r"(?:latest|ep\d+)\.pt\.tmp\.(\d+)", name)
         if cfg["overwrite"] and (name in RUN_FILES or re.fullmatch(r"ep\d+\.pt", name)):
             os.remove(os.path.join(out, name))
         elif tmp and _alive(int(tmp.group(1))):

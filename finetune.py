@@ -310,7 +310,7 @@ def run(cfg, rank, world, device):
     warmup, stop = min(cfg["warmup_epochs"] * spe, total), min(cfg["max_steps"] or total, total)
     log = common.JsonlLog(os.path.join(cfg["out_dir"], "log.jsonl"), main_rank)
     if main_rank:
-        common.prepare_out_dir(cfg, "finetune.py")
+        common.prepare_out_dir(cfg, "finetune.py", step)
         if cfg["random_init"]:
             src = "random init" + (f" ({cfg['ckpt']}'s architecture)" if cfg["ckpt"] else "")
         else:

@@ -241,7 +241,7 @@ def setup(cfg, rank, world, device):
         worker_init_fn=common.ignore_stop_signals,
         collate_fn=lambda items: torch.stack([x for x, _ in items]))  # labels are not used in pretraining
     if run.main_rank:
-        common.prepare_out_dir(cfg, "train.py")
+        common.prepare_out_dir(cfg, "train.py", run.step)
         print("config:", {k: cfg[k] for k in cfg}, flush=True)
         print(f"encoder {M.count_params(encoder) / 1e6:.2f}M params, predictor {M.count_params(predictor) / 1e6:.2f}M,"
               f" {world} process(es) on {device}, {micro} images per micro-batch, {run.total} steps", flush=True)

@@ -1,5 +1,6 @@
 """Unattended runs (issue 27): an error after start ends the run within seconds, with loader workers too; a second
 Ctrl-C/SIGTERM exits at once; realistic seeds train, and seeds out of range get one line."""
+import json
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ train.main(sys.argv[1:])
 
 
 def test_an_error_in_a_loader_worker_ends_the_run(tmp_path):
-    """Before: a traceback, then a hang in Python's exit handler (the workers ignore SIGTERM) that only kill -9 ended."""
+    """Before: a traceback, then a hang in the exit handler (the workers ignore SIGTERM) that only kill -9 ended."""
     t0 = time.time()
     try:
         p = subprocess.run([sys.executable, "-c", RAISING_WORKER, *TINY, "--workers", "2", "--out_dir",
@@ -61,3 +62,39 @@ def test_a_date_seed_trains_and_a_huge_seed_is_one_line(tmp_path, capsys):
     assert e.value.code == 2 and not (tmp_path / "huge").exists()
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"train.py: error: --seed must be between -(2**32 - 1) and 2**32 - 1, got {2**40}")
+
+
+def digest(folder):  # every file's bytes: "untouched" means byte for byte
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_run_folder_belongs_to_one_run(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train.main(TINY + ["--workers", "0", "--max_steps", "2", "--out_dir", str(a)])
+    train.main(TINY + ["--workers", "0", "--max_steps", "1", "--seed", "7", "--out_dir", str(b)])
+    before = digest(b)
+    with pytest.raises(SystemExit) as e:  # before: B's latest.pt replaced by A's continuation, A's steps in B's log
+        train.main(TINY + ["--workers", "0", "--resume", str(a / "latest.pt"), "--max_steps", "3", "--out_dir", str(b)])
+    assert e.value.code == 2 and "holds another run" in capsys.readouterr().err and digest(b) == before
+    snaps = tmp_path / "snaps"  # snapshots alone: a fresh run would write over them
+    snaps.mkdir()
+    (snaps / "ep0001.pt").write_bytes(b"a snapshot")
+    with pytest.raises(SystemExit) as e:
+        train.main(TINY + ["--workers", "0", "--max_steps", "1", "--out_dir", str(snaps)])
+    assert e.value.code == 2 and "already holds a run (ep0001.pt)" in capsys.readouterr().err
+    assert (snaps / "ep0001.pt").read_bytes() == b"a snapshot"
+
+
+def test_resume_drops_log_rows_past_the_checkpoint_and_only_its_own_temp_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    train.main(TINY + ["--workers", "0", "--max_steps", "2", "--log_every", "1", "--out_dir", str(out)])
+    with open(out / "log.jsonl", "a") as f:  # a crash after the checkpoint at step 2 left step 3's row
+        f.write('{"step": 3, "loss": 9.0}\n')
+    (out / "notes.tmp.20240101").write_text("mine")  # not a name this tool writes
+    (out / "latest.pt.tmp.999999999").write_bytes(b"")  # a killed save's, of a process that is gone
+    train.main(TINY + ["--workers", "0", "--max_steps", "4", "--log_every", "1", "--resume", "latest", "--out_dir",
+                       str(out)])
+    steps = [json.loads(line)["step"] for line in open(out / "log.jsonl")]
+    assert steps == [1, 2, 3, 4]  # every step once, step 3 from the resumed run
+    assert (out / "notes.tmp.20240101").read_text() == "mine" and not (out / "latest.pt.tmp.999999999").exists()
+    assert "removed" in capsys.readouterr().err
