@@ -303,16 +303,3 @@ def normalize(x):
     mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
-
-
-if __name__ == "__main__":
-    import time
-    imgs = torch.randint(0, 256, (256, 3, 224, 224), dtype=torch.uint8)
-    g = torch.Generator().manual_seed(0)
-    make_views(imgs[:8], generator=g)
-    t0, n = time.perf_counter(), 3
-    for _ in range(n):
-        make_views(imgs, generator=g)
-    dt = (time.perf_counter() - t0) / n
-    print(f"make_views: {256 / dt:.0f} images/s at 224px, batch 256, {torch.get_num_threads()} CPU threads "
-          f"(source + target views per image)")

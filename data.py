@@ -383,18 +383,3 @@ def train_transform(size, scale=(0.3, 1.0)):
 
 def eval_transform(size):
     return CenterView(size)
-
-
-if __name__ == "__main__":
-    import statistics
-    import time
-    torch.set_num_threads(1)  # throughput per CPU core (numpy's element-wise maths is single-threaded anyway)
-    for name, tf in (("Shapes 64 px", None), ("Shapes 64 px + train_transform(64)", train_transform(64))):
-        ds, rates = Shapes("train", 64, transform=tf), []
-        for block in range(10):
-            t0 = time.process_time()  # this process's CPU time: other jobs on a shared machine do not count
-            for i in range(500 * block, 500 * block + 500):
-                ds[i]
-            rates.append(500 / (time.process_time() - t0))
-        print(f"{name}: {statistics.median(rates):.0f} images/s on 1 CPU core "
-              f"(median of 10 blocks of 500 images; best {max(rates):.0f})")

@@ -145,17 +145,3 @@ def sample_masks(batch_size, grid, *, num_targets=4, target_scale=(0.15, 0.2), t
     keep, kc = context.flatten(1), int(context.flatten(1).sum(1).min())
     ctx = first_k(keep, kc) if truncate == "first" else random_k(keep, kc, generator)
     return [ctx], list(targets.unbind(1))
-
-
-if __name__ == "__main__":
-    import time
-
-    for grid in ((14, 14), (8, 8)):  # 224/16 and 32/4, defaults
-        g = torch.Generator().manual_seed(0)
-        sample_masks(256, grid, generator=g)  # warm-up, and the one-off feasibility pilot
-        n, t0 = 100, time.perf_counter()
-        for _ in range(n):
-            ctx, tgt = sample_masks(256, grid, generator=g)
-        dt = (time.perf_counter() - t0) / n
-        print(f"grid {grid[0]}x{grid[1]}, batch 256, {torch.get_num_threads()} threads: {1 / dt:.0f} batches/s "
-              f"({dt * 1e3:.2f} ms per batch; last Kc={ctx[0].shape[1]}, Kt={tgt[0].shape[1]})")
