@@ -17,6 +17,7 @@ EXIT_DONE = "exit status: 0 done; 2 bad input (one line on stderr)"
 EXIT_TRAINING = (f"{EXIT_DONE}; 3 the loss became NaN/Inf; 130 / 143 stopped by Ctrl-C / SIGTERM after saving "
                  "(continue with --resume latest)")
 DATASETS = ("shapes", "imagefolder", *data.TORCHVISION)  # the names data.build_dataset knows
+MAXIMUM = dict(drop_path=1, smoothing=1, reprob=1, randaug=30, ema=1)  # a probability, RandAugment's bins, a momentum
 WIDTH, COLUMN = 100, 28  # --help: line width, and where the descriptions start
 
 
@@ -159,8 +160,10 @@ def check_values(cfg, prog, minimum=None, helps=None):
         low = minimum.get(key, 0)
         if low is None or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in nums):
             continue
-        if not all(math.isfinite(x) and x >= low for x in nums):
-            common.fail(prog, f"--{key} must be >= {low}, got {','.join(map(str, nums))}")
+        if not all(math.isfinite(x) and low <= x <= MAXIMUM.get(key, math.inf) for x in nums):
+            kind, top = "" if all(map(math.isfinite, nums)) else "a finite number ", MAXIMUM.get(key)
+            common.fail(prog, f"--{key} must be {kind}>= {low}{f' and <= {top}' if top else ''}, got "
+                              f"{','.join(map(str, nums))}")
     if not -2**32 < cfg.get("seed", 0) < 2**32:  # what the seeded streams (data.py, train.py) are built for
         common.fail(prog, f"--seed must be between -(2**32 - 1) and 2**32 - 1, got {cfg['seed']}")
     for key, (_, choices, default) in (helps or {}).items():

@@ -60,10 +60,10 @@ CONFIG, HELP = cli.table(  # key=(default, description[, choices: the code's own
     init=("", "initial weights: an official I-JEPA or our checkpoint of this run's sizes"))
 MINIMUM = dict.fromkeys(("img_size", "patch_size", "batch_size", "accum", "epochs", "pred_depth", "pred_width",
                          "num_targets", "min_keep", "log_every", "save_every"), 1) | {"eval_every": -1}  # else >= 0
-# keys that define what a checkpoint is: a resume that changes one is refused (pred_lr_scale: AdamW's state would keep
-# the file's lr scales, or not load, as 1 merges the groups); model.LEGACY: what a file saved before a key existed used
+# keys that define a checkpoint, its schedule and its data order: a resume that changes one is refused (pred_lr_scale:
+# AdamW's state keeps the file's lr scales); model.LEGACY: what a file saved before a key existed used
 ARCH_KEYS = ("model", "img_size", "patch_size", "pred_depth", "pred_width", "cond", "method", "augment", "loss",
-             "action", "pred_lr_scale")
+             "action", "pred_lr_scale", "lr", "batch_size", "epochs", "seed")
 
 
 # The networks: `run.nets` holds the plain modules (weights, EMA, evaluation, checkpoints); `run.wrapped` what the

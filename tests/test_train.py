@@ -93,6 +93,12 @@ def test_resume_refuses_other_config(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):  # AdamW's groups would keep the file's lr scales (or fail to load: 1 merges them)
         run(tmp_path, "--max_steps", "2", "--resume", "latest", "--pred_lr_scale", "3")
     assert "--pred_lr_scale 3.0 vs checkpoint 1.0" in capsys.readouterr().err
+    for flag, value, said in (("--lr", "0.002", "--lr 0.002 vs checkpoint 0.001"), ("--epochs", "3", "--epochs 3 vs "
+                              "checkpoint 2"), ("--seed", "5", "--seed 5 vs checkpoint 0"), ("--batch_size", "4",
+                              "--batch_size 4 vs checkpoint 8")):  # the schedule and the data order: not silently
+        with pytest.raises(SystemExit):
+            run(tmp_path, "--max_steps", "2", "--resume", "latest", flag, value)
+        assert said in capsys.readouterr().err
     monkeypatch.setattr(augment, "ACTION_NAMES", augment.ACTION_NAMES + ("added_later",))  # a transform added since
     with pytest.raises(SystemExit):
         run(tmp_path, "--max_steps", "2", "--resume", "latest")
