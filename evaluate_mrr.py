@@ -325,6 +325,8 @@ def main(argv=None):
     try:  # the architecture is the checkpoint's: a size flag is for official files, and one that contradicts is refused
         if cfg["png"]:  # before the work, not after it
             common.check_writable(os.path.dirname(cfg["png"]), "--png")
+            if os.path.isdir(cfg["png"]) or not cfg["png"].lower().endswith(".png"):
+                raise ValueError(f"--png {cfg['png']} must name a .png file (the picture is written as PNG)")
         ckpt, run = M.load_checkpoint(cfg["ckpt"], {k: cfg[k] for k in M.SHAPE_KEYS if cfg[k]})
     except (ValueError, FileNotFoundError) as e:
         common.fail(prog, e)

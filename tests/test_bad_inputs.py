@@ -121,6 +121,8 @@ ROWS = [
     row("train", "out_dir-is-a-file", "--out_dir {afile}", "--out_dir {afile}: {afile} is a file"),
     row("finetune", "out_dir-is-a-file", "--out_dir {afile}", "--out_dir {afile}: {afile} is a file"),
     row("evaluate_mrr", "png-under-a-file", "--png {afile}/nn.png", "--png {afile}: {afile} is a file"),
+    row("evaluate_mrr", "png-a-folder", "--png {out}", "--png {out} must name a .png file"),
+    row("evaluate_mrr", "png-no-extension", "--png {out}/nn", "--png {out}/nn must name a .png file"),
     # data: an empty folder, unreadable images, an ImageFolder without val/
     row("train", "empty-folder", "--data imagefolder --data_root {empty}", "expected ImageNet-style folders"),
     row("finetune", "empty-folder", "--data imagefolder --data_root {empty}", "got no folder {empty}/train"),
