@@ -117,7 +117,8 @@ def our_step():
     cfg = train.check_config(cli.parse_config(train.CONFIG, flags, "bench_official.py"), "bench_official.py")
     enc, pred = M.build_models(cfg, augment.ACTION_NAMES)
     run = train.build(dict(cfg, accum=1), 0, 1, device, enc, pred, args.warmup + args.steps)
-    imgs = [torch.randint(0, 256, (args.batch_size, 3, args.img_size, args.img_size), dtype=torch.uint8)]
+    imgs = [torch.randint(0, 256, (args.batch_size, 3, args.img_size, args.img_size), dtype=torch.uint8, device=device)]
+    # (on the device, as train.py's loop hands them over: CPU images failed on a GPU with a float/bf16 bias mismatch)
 
     def step_ours(i):
         t0 = time.perf_counter()
