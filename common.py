@@ -233,10 +233,11 @@ def check_writable(folder, flag):
 
 
 def claim_out_dir(cfg):
-    """Refuse to start a run over another one (it would replace latest.pt and append to the old log.jsonl): a
-    folder that holds a run needs --resume latest (continue it) or --overwrite true (start over). Raises
-    ValueError; nothing is touched here (prepare_out_dir does that once every check has passed)."""
+    """Refuse to start a run over another one: a folder that holds a run needs --resume latest (continue it) or
+    --overwrite true (start over). Raises ValueError; nothing is touched here (prepare_out_dir does that later)."""
     out = cfg["out_dir"]
+    if not out.strip():  # "" would be this folder: a run's files among whatever else is here
+        raise ValueError("--out_dir must name a folder, got ''")
     check_writable(out, "--out_dir")
     if cfg["resume"] and cfg["overwrite"]:
         raise ValueError("--resume and --overwrite true contradict each other: continue the run or start over")

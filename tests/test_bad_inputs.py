@@ -121,6 +121,7 @@ ROWS = [
     row("train", "out_dir-is-a-file", "--out_dir {afile}", "--out_dir {afile}: {afile} is a file"),
     row("finetune", "out_dir-is-a-file", "--out_dir {afile}", "--out_dir {afile}: {afile} is a file"),
     row("evaluate_mrr", "png-under-a-file", "--png {afile}/nn.png", "--png {afile}: {afile} is a file"),
+    row("train", "out_dir-empty", "--out_dir=", "--out_dir must name a folder, got ''"),
     row("evaluate_mrr", "png-a-folder", "--png {out}", "--png {out} must name a .png file"),
     row("evaluate_mrr", "png-no-extension", "--png {out}/nn", "--png {out}/nn must name a .png file"),
     # data: an empty folder, unreadable images, an ImageFolder without val/
