@@ -219,7 +219,7 @@ def fail(prog, msg):
 
 
 # ---------------------------------------------------------------------------------------------- output folders
-RUN_FILES = ("latest.pt", "log.jsonl")  # what makes a folder hold a run (train.py and finetune.py write both)
+RUN_FILE = re.compile(r"latest\.pt|log\.jsonl|ep\d+\.pt")  # the files of a run (train.py, finetune.py): one makes a run
 
 
 def check_writable(folder, flag):
@@ -241,7 +241,7 @@ def claim_out_dir(cfg):
     check_writable(out, "--out_dir")
     if cfg["resume"] and cfg["overwrite"]:
         raise ValueError("--resume and --overwrite true contradict each other: continue the run or start over")
-    found = [f for f in sorted(os.listdir(out)) if f in RUN_FILES or re.fullmatch(r"ep\d+\.pt", f)] \
+    found = [f for f in sorted(os.listdir(out)) if RUN_FILE.fullmatch(f)] \
         if os.path.isdir(out) else []  # snapshots alone are a run too: a fresh run would write over them
     if found and not cfg["resume"] and not cfg["overwrite"]:
         raise ValueError(f"--out_dir {out} already holds a run ({', '.join(found)}): continue it with --resume "
@@ -268,7 +268,7 @@ def prepare_out_dir(cfg, prog, step=None):
         os.replace(log + ".tmp", log)
     for name in sorted(os.listdir(out)):
         tmp = re.fullmatch(r"(?:latest|ep\d+)\.pt\.tmp\.(\d+)", name)
-        if cfg["overwrite"] and (name in RUN_FILES or re.fullmatch(r"ep\d+\.pt", name)):
+        if cfg["overwrite"] and RUN_FILE.fullmatch(name):
             os.remove(os.path.join(out, name))
         elif tmp and _alive(int(tmp.group(1))):
             print(f"{prog}: note: left {os.path.join(out, name)} alone: process {tmp.group(1)} is still running",
