@@ -52,10 +52,6 @@ def no_destructive(cfg):
     return replace(cfg, **{f"{name}_p": 0.0 for name in DESTRUCTIVE})
 
 
-def no_jitter(cfg):
-    return replace(cfg, jitter_p=0.0)
-
-
 def make_presets(base):
     """The named augmentation settings around `base` (train.py --augment). A function, so that tests can check
     that a config with an extra transform gets it switched off wherever a preset has no destructive transform."""
@@ -63,7 +59,7 @@ def make_presets(base):
         "iwm": base,  # paper default: jitter + destructive (IWM-Inv / IWM-Equi)
         "jitter": no_destructive(base),  # Table 2 "jitter" row
         "strong": replace(base, brightness=0.8, contrast=0.8, saturation=0.8, hue=0.2),  # Table 2 "strong jitter"
-        "ijepa": no_jitter(no_destructive(base)),  # I-JEPA: crop only
+        "ijepa": replace(no_destructive(base), jitter_p=0.0),  # I-JEPA: crop only
     }
 
 
@@ -169,10 +165,9 @@ DESTRUCTIVE_OPS = {
 }
 
 
-def check_names(cfg_type=AugmentConfig, ops=None):
+def check_names(cfg_type=AugmentConfig, ops=DESTRUCTIVE_OPS):
     """Every destructive name needs an op and a probability field `<name>_p`: raise (at import, below) rather than
     have a flag in the action whose transform never runs."""
-    ops = DESTRUCTIVE_OPS if ops is None else ops
     names = {f.name for f in fields(cfg_type)}
     bad = [name for name in DESTRUCTIVE if name not in ops or f"{name}_p" not in names]
     if bad:
@@ -186,35 +181,25 @@ check_names()
 CPU_CHUNK = 16  # images per pass on CPU: fresh 100-MB temporaries of a whole 224-px batch cost more than the maths
 
 
-def _host_any(t, pred=None):
-    """True if some entry of t (or of pred(t)) is set. Read only where that is free, on a CPU tensor; a tensor
-    on an accelerator counts as "set" without being read, since reading it would sync the host every step."""
-    if t.device.type != "cpu":
-        return True
-    return bool((pred(t) if pred else t).any())
-
-
 def _needed_ops(p):
-    """Which ops some image of the batch needs, as Python bools (all True for parameters on an accelerator).
-    Brightness, contrast and saturation at factor 1 are exact identities on [0, 1] images (x·1, 1·x + 0·m,
-    clamp), so a component whose factor is 1 for every image is skipped. Hue is not: shift 0 is the identity
-    only to ~1e-6 (RGB → HSV → RGB round trip), so it runs wherever some image is jittered."""
-    jit = _host_any(p["jitter"])
-    need = {"jitter": jit}
-    for name in FACTORS:
-        need[name] = jit and _host_any(p[name], lambda f: f != 1)
-    for name in DESTRUCTIVE:
-        need[name] = _host_any(p[name])
-    return need
+    """Which ops some image of the batch needs, as Python bools; all of them for parameters on an accelerator,
+    which are not read (that would sync the host every step). Brightness, contrast and saturation at factor 1 are
+    exact identities on [0, 1] images (x·1, 1·x + 0·m, clamp), so a component whose factor is 1 for every image is
+    skipped. Hue is not: shift 0 is the identity only to ~1e-6 (RGB → HSV → RGB round trip), so it runs wherever
+    some image is jittered."""
+    if any(v.device.type != "cpu" for v in p.values()):
+        return dict.fromkeys(("jitter",) + FACTORS + DESTRUCTIVE, True)
+    jit = bool(p["jitter"].any())
+    need = {name: jit and bool((p[name] != 1).any()) for name in FACTORS}
+    return {"jitter": jit, **need, **{name: bool(p[name].any()) for name in DESTRUCTIVE}}
 
 
 def apply_params(images, p, cfg=IWM):
     """images float [B, 3, H, W] in [0, 1] → the view defined by p: jitter in the fixed order brightness, contrast,
     saturation, hue (so the parameters define the image), then the destructive transforms where flagged, in the
     order of DESTRUCTIVE (grayscale, blur, solarize; DESTRUCTIVE_OPS). Each op runs on the whole batch and
-    torch.where picks per sample: no data-dependent shapes. An op that no image needs
-    is skipped (I-JEPA mode: all of them), which is decided from p only where p lives on the CPU; parameters on
-    an accelerator run every op, as reading them would be a host sync. So a caller on GPU may pass the CPU
+    torch.where picks per sample: no data-dependent shapes. An op that no image needs is skipped (I-JEPA mode: all
+    of them), decided from p only where p lives on the CPU (_needed_ops). So a caller on GPU may pass the CPU
     parameters (drawn there anyway) to get the skips: they are copied to the images' device without a sync.
     The result is bit-identical either way, and always a new tensor. On CPU the batch goes through in chunks
     of CPU_CHUNK (same result, ~4x faster at 224 px, batch 256)."""
@@ -275,10 +260,9 @@ def action_from_params(src, tgt, cfg=IWM, encoding="log_std"):
     reach the predictor as strongly as the flags do. "raw": target − source of the raw numbers."""
     if encoding == "raw":
         jit = [tgt[k] - src[k] for k in JITTER]
-    else:
-        log = lambda p, k: torch.log(p[k].clamp(min=LOG_FLOOR))
-        jit = [(log(tgt, k) - log(src, k)) / c for k, c in zip(FACTORS, action_scale(cfg))]
-        jit.append((tgt["hue"] - src["hue"]) / action_scale(cfg)[3])
+    else:  # hue is a shift: its difference, not a log-ratio
+        val = lambda p, k: torch.log(p[k].clamp(min=LOG_FLOOR)) if k in FACTORS else p[k]
+        jit = [(val(tgt, k) - val(src, k)) / c for k, c in zip(JITTER, action_scale(cfg))]
     return torch.stack(jit + [src[k].float() for k in DESTRUCTIVE], dim=1).float()
 
 
@@ -300,6 +284,4 @@ def make_views(images, cfg=IWM, generator=None, *, params=None, encoding="log_st
 
 
 def normalize(x):
-    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return (x - x.new_tensor(MEAN).view(1, 3, 1, 1)) / x.new_tensor(STD).view(1, 3, 1, 1)

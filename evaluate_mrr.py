@@ -17,6 +17,7 @@ the target tokens' health, ridge probes) is built from the same pieces, at the e
         --data_root /data/imagenet
 """
 import dataclasses
+import functools
 import math
 import os
 
@@ -59,17 +60,8 @@ def sources():
     return ("clean",) + augment.DESTRUCTIVE
 
 
-SOURCES = sources()  # as of import; code here calls sources() and reads augment.JITTER
-COMPONENTS = augment.JITTER
-
-
 def _take(params, idx):
-    return {k: v[idx] if torch.is_tensor(v) else v for k, v in params.items()}
-
-
-def _sample(n, cfg, destructive, generator, device):
-    # drawn on the generator's device (CPU by default), then moved: the same numbers on any device
-    return augment.sample_params(n, cfg, destructive=destructive, generator=generator, device=device)
+    return {k: v[idx] for k, v in params.items()}
 
 
 def source_config(aug_cfg, source):
@@ -77,16 +69,14 @@ def source_config(aug_cfg, source):
     the clean source gets none of them, whatever augment defines)."""
     if source not in sources():
         raise ValueError(f"unknown MRR source {source!r}; choose from {sources()}")
-    cfg = augment.no_jitter(augment.no_destructive(aug_cfg))
+    cfg = dataclasses.replace(augment.no_destructive(aug_cfg), jitter_p=0.0)
     return cfg if source == "clean" else dataclasses.replace(cfg, **{f"{source}_p": 1.0})
 
 
 def bank_config(aug_cfg, component=None):
     """Target distribution with jitter always applied; with `component`, only that jitter strength is kept."""
-    cfg = dataclasses.replace(aug_cfg, jitter_p=1.0)
-    if component is not None:
-        cfg = dataclasses.replace(cfg, **{c: 0.0 for c in augment.JITTER if c != component})
-    return cfg
+    off = [c for c in augment.JITTER if component and c != component]
+    return dataclasses.replace(aug_cfg, jitter_p=1.0, **dict.fromkeys(off, 0.0))
 
 
 def target_latents(target_encoder, images01, chunk):
@@ -125,24 +115,7 @@ def ranks_from_distances(d):
 
 def _views(clean, params, aug_cfg):
     """The views of one clean image [1, 3, H, W] defined by n parameter sets: [n, 3, H, W]."""
-    n = len(params["jitter"])
-    return augment.apply_params(clean.expand(n, -1, -1, -1), params, aug_cfg)
-
-
-def _reciprocal_ranks(encoder, predictor, clean, bank_lat, src_params, bank_params, aug_cfg, chunk, null_action,
-                      encoding):
-    """For one image and one source view (src_params of length 1): 1/rank of each bank entry [K], the world
-    model's error (mean distance of p_k to its own b_k) and the bank's spread (mean distance between two
-    different bank latents). Spread ≪ error means the encoder does not see the change (an encoder failure);
-    spread ≫ error with a low MRR means the predictor does not apply it (a world-model failure)."""
-    K = bank_lat.shape[0]
-    action = augment.action_from_params(_take(src_params, [0] * K), bank_params, aug_cfg, encoding)  # a_{x→b_k}
-    if null_action:  # control: an equivariant model loses its advantage and falls toward chance
-        action = torch.zeros_like(action)
-    pred = predict(encoder, predictor, _views(clean, src_params, aug_cfg), action, chunk)
-    d = distances(pred, bank_lat)
-    spread = distances(bank_lat, bank_lat).sum() / (K * (K - 1))  # the diagonal is 0
-    return 1.0 / ranks_from_distances(d).double(), d.diagonal().mean(), spread
+    return augment.apply_params(clean.expand(len(params["jitter"]), -1, -1, -1), params, aug_cfg)
 
 
 @torch.no_grad()
@@ -174,32 +147,38 @@ def mrr_score(encoder, target_encoder, predictor, images, aug_cfg, *, bank_size=
     """World-model MRR (IWM §4) of `images` (uint8 or float in [0, 1], [N, 3, H, W], on the models' device).
     Returns "mrr" (mean over sources and images), "mrr_ci" (95% CI half-width over images), "mrr/<name>" and
     "mrr_ci/<name>" per source and, with components=True, per jitter component (a bank where only that component
-    varies, clean source), "error/<name>" and "spread/<name>" (see _reciprocal_ranks) for each of them, and
-    "chance" (the MRR of a uniformly random rank). The models are used as they are
-    (the caller puts them in eval mode); `generator` (default: seed 0) drives every random draw."""
+    varies, clean source), and "chance" (the MRR of a uniformly random rank); for each name also "error/<name>",
+    the mean distance of p_k to its own b_k, and "spread/<name>", between two different bank latents. Spread ≪
+    error means the encoder does not see the change (an encoder failure); spread ≫ error with a low MRR means the
+    predictor does not apply it (a world-model failure). The models are used as they are (the caller puts them in
+    eval mode); `generator` (default: seed 0) drives every random draw."""
     images = augment.to_float(images)
     N, K, device = images.shape[0], bank_size, images.device
     if N == 0 or K < 2:
         raise ValueError(f"MRR needs at least one image and a bank of >= 2 entries, got {N} images, bank {K}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
+    draw = functools.partial(augment.sample_params, generator=g, device=device)
     # draw order bank, sources, components: "mrr/clean" is the same whichever other sources are asked for
-    banks = {"": _sample(N * K, bank_config(aug_cfg), False, g, device)}
-    src = {"": {s: _sample(N, source_config(aug_cfg, s), True, g, device) for s in sources}}
+    banks = {"": draw(N * K, bank_config(aug_cfg), destructive=False)}
+    src = {"": {s: draw(N, source_config(aug_cfg, s), destructive=True) for s in sources}}
     if components:
-        clean_p = _sample(N, source_config(aug_cfg, "clean"), True, g, device)
+        clean_p = draw(N, source_config(aug_cfg, "clean"), destructive=True)
         for c in augment.JITTER:
-            banks[c], src[c] = _sample(N * K, bank_config(aug_cfg, c), False, g, device), {c: clean_p}
+            banks[c], src[c] = draw(N * K, bank_config(aug_cfg, c), destructive=False), {c: clean_p}
     per_image, extra = {}, {}  # result name -> list over images of the image's mean reciprocal rank / error, spread
     for i in range(N):  # one image at a time bounds memory at K latents (ViT-H/14: K·256·1280 floats)
         clean = images[i:i + 1]
         for b, params in banks.items():
             bp = _take(params, slice(i * K, (i + 1) * K))
             lat = target_latents(target_encoder, _views(clean, bp, aug_cfg), chunk)  # once, shared by sources
+            spread = distances(lat, lat).sum() / (K * (K - 1))  # the diagonal is 0
             for name, sp in src[b].items():
-                rr, err, spread = _reciprocal_ranks(encoder, predictor, clean, lat, _take(sp, slice(i, i + 1)), bp,
-                                                    aug_cfg, chunk, null_action, encoding)
-                per_image.setdefault(name, []).append(rr.mean().cpu())
-                extra.setdefault(f"error/{name}", []).append(err.cpu())
+                action = augment.action_from_params(_take(sp, [i] * K), bp, aug_cfg, encoding)  # a_{x→b_k}
+                if null_action:  # control: an equivariant model loses its advantage and falls toward chance
+                    action = torch.zeros_like(action)
+                d = distances(predict(encoder, predictor, _views(clean, _take(sp, [i]), aug_cfg), action, chunk), lat)
+                per_image.setdefault(name, []).append((1.0 / ranks_from_distances(d).double()).mean().cpu())
+                extra.setdefault(f"error/{name}", []).append(d.diagonal().mean().cpu())
                 extra.setdefault(f"spread/{name}", []).append(spread.cpu())
     per_image = {k: torch.stack(v) for k, v in per_image.items()}
     by_image = torch.stack([per_image[s] for s in sources]).mean(0)  # [N]: each image's MRR over the sources
@@ -222,8 +201,8 @@ def nearest_neighbour_grid(encoder, target_encoder, predictor, images, aug_cfg, 
     if topk > K:
         raise ValueError(f"topk {topk} exceeds the bank size {K}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    bank_p = _sample(N * K, bank_config(aug_cfg), False, g, device)
-    src_p = _sample(N, source_config(aug_cfg, source), True, g, device)
+    bank_p = augment.sample_params(N * K, bank_config(aug_cfg), destructive=False, generator=g, device=device)
+    src_p = augment.sample_params(N, source_config(aug_cfg, source), destructive=True, generator=g, device=device)
     ks = torch.randint(K, (N,), generator=g, device=g.device).tolist()
     rows = []
     for i, k in enumerate(ks):

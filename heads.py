@@ -1,7 +1,6 @@
-"""The heads of the finetuning protocols and probes (IWM arXiv 2403.00504, §5 and Table 8): the networks that
-finetune.py trains on top of the encoder f_θ and the world model p_φ. They depend on torch and model.py's MLP block
-alone, and live apart from model.py only because together the two would pass the project's 400-line file limit.
-`evaluate` scores their outputs (it moved here from finetune.py, which reached the limit)."""
+"""The heads of the finetuning protocols and probes (IWM arXiv 2403.00504, §5 and Table 8) that finetune.py trains
+on the encoder f_θ and the world model p_φ, and `evaluate`, which scores their outputs. They need only torch and
+model.py's MLP block, and live apart from model.py only to keep each file under the project's 400-line limit."""
 import torch
 import torch.distributed as dist
 import torch.nn as nn

@@ -84,20 +84,6 @@ def check_feasible(grid, num_targets, target_scale, target_aspect, context_scale
                                  f"lower min_keep, target_scale or num_targets")
 
 
-def first_k(keep, k):
-    """[B, N] bool with ≥ k True per row → [B, k] LongTensor of the first k True positions, ascending (a cumsum
-    selection: linear time, no sort)."""
-    sel = keep & (keep.cumsum(1) <= k)  # exactly k True per row
-    return sel.nonzero()[:, 1].view(keep.shape[0], k)  # nonzero walks row-major: rows in order, columns ascending
-
-
-def random_k(keep, k, g):
-    """Like first_k, but k of each row's True positions chosen uniformly at random (still ascending), so truncation
-    does not favour the top rows of the grid."""
-    keys = torch.rand(keep.shape, generator=g).masked_fill_(~keep, -1.0)  # every kept patch outranks every dropped one
-    return keys.topk(k, dim=1).indices.sort(1).values
-
-
 def check_range(name, r, hi):
     """A (low, high) pair with 0 < low <= high <= hi, as a tuple of floats (hashable, for the cache)."""
     if len(r) != 2 or not 0 < r[0] <= r[1] <= hi:
@@ -129,10 +115,9 @@ def sample_masks(batch_size, grid, *, num_targets=4, target_scale=(0.15, 0.2), t
 
     u = torch.rand(4, generator=generator).tolist()  # one draw per batch: scale and aspect independently
     t_hw, c_hw = block_size(u[0], u[1], ts, ta, (H, W)), block_size(u[2], u[3], cs, ca, (H, W))
-    B = batch_size
-    context = torch.empty(B, H, W, dtype=torch.bool)
-    targets = torch.empty(B, num_targets, t_hw[0] * t_hw[1], dtype=torch.long)
-    todo = torch.arange(B)
+    context = torch.empty(batch_size, H, W, dtype=torch.bool)
+    targets = torch.empty(batch_size, num_targets, t_hw[0] * t_hw[1], dtype=torch.long)
+    todo = torch.arange(batch_size)
     for _ in range(MAX_ROUNDS):  # vectorised over the images still failing; usually one round
         c, t_idx = draw_context(len(todo), num_targets, t_hw, c_hw, (H, W), generator)
         context[todo], targets[todo] = c, t_idx  # a redraw replaces targets too, as the context depends on them
@@ -142,6 +127,11 @@ def sample_masks(batch_size, grid, *, num_targets=4, target_scale=(0.15, 0.2), t
     else:  # unreachable in practice once check_feasible passed (probability < B * MAX_FAIL^MAX_ROUNDS)
         raise ValueError(f"could not keep min_keep={min_keep} context patches on a {H}x{W} grid with {num_targets} "
                          f"targets of {t_hw[0]}x{t_hw[1]} after {MAX_ROUNDS} rounds; lower min_keep or target_scale")
-    keep, kc = context.flatten(1), int(context.flatten(1).sum(1).min())
-    ctx = first_k(keep, kc) if truncate == "first" else random_k(keep, kc, generator)
+    keep = context.flatten(1)
+    kc = int(keep.sum(1).min())
+    if truncate == "first":  # a cumsum selection (linear time, no sort) of exactly kc per row; nonzero walks row-major
+        ctx = (keep & (keep.cumsum(1) <= kc)).nonzero()[:, 1].view(batch_size, kc)
+    else:  # every kept patch outranks every dropped one; the top kc of uniform keys, sorted back to ascending
+        keys = torch.rand(keep.shape, generator=generator).masked_fill_(~keep, -1.0)
+        ctx = keys.topk(kc, dim=1).indices.sort(1).values
     return [ctx], list(targets.unbind(1))

@@ -34,10 +34,8 @@ def sincos_pos_embed(dim, grid_h, grid_w):
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
     ys, xs = torch.meshgrid(torch.arange(grid_h, dtype=torch.float64), torch.arange(grid_w, dtype=torch.float64),
                             indexing="ij")
-    def emb(p):
-        out = p.reshape(-1, 1) * omega[None]
-        return torch.cat([out.sin(), out.cos()], dim=1)
-    return torch.cat([emb(xs), emb(ys)], dim=1).float()
+    angles = [p.reshape(-1, 1) * omega[None] for p in (xs, ys)]
+    return torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1).float()
 
 
 def apply_masks(x, masks):
@@ -137,7 +135,6 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"image size {img_size} is not divisible by patch size {patch_size}")
         self.img_size, self.patch_size, self.embed_dim, self.num_heads = img_size, patch_size, embed_dim, num_heads
         self.grid = (img_size // patch_size, img_size // patch_size)
-        self.num_patches = self.grid[0] * self.grid[1]
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         # a Parameter (not a buffer) because official checkpoints store it among the parameters; never trained
         self.pos_embed = nn.Parameter(sincos_pos_embed(embed_dim, *self.grid)[None], requires_grad=False)
@@ -156,11 +153,6 @@ class VisionTransformer(nn.Module):
         if masks is not None:
             x = apply_masks(x, masks)
         return self.norm(run_blocks(self.blocks, x, self.grad_ckpt))
-
-
-def vit(name="base", **kw):
-    width, depth, heads = VIT_PRESETS[name]
-    return VisionTransformer(embed_dim=width, depth=depth, num_heads=heads, **kw)
 
 
 class Predictor(nn.Module):
@@ -228,12 +220,10 @@ class Predictor(nn.Module):
         action = (z.new_zeros(B, self.action_dim) if action is None else action).to(x.dtype).repeat(m, 1)
         if self.cond == "feature":
             tgt = tgt + self.action_mlp(torch.cat([tgt, action[:, None].expand(-1, tgt.shape[1], -1)], dim=-1))
-        x = torch.cat([x.repeat(m, 1, 1), tgt], dim=1)
         extra = [] if extra_tokens is None else [extra_tokens.to(x.dtype).repeat(m, 1, 1)]
         if self.cond == "sequence":
             extra.append(action[:, :, None] * self.action_tokens_weight + self.action_tokens_bias)
-        if extra:
-            x = torch.cat([x] + extra, dim=1)
+        x = torch.cat([x.repeat(m, 1, 1), tgt] + extra, dim=1)
         x = run_blocks(self.predictor_blocks, x, self.grad_ckpt)
         x = self.predictor_proj(self.predictor_norm(x[:, n_ctx:n_ctx + tgt.shape[1]]))
         if one_pass:
@@ -247,8 +237,8 @@ def build_models(cfg, action_dim):
     (augment.ACTION_NAMES; or just their number), required so that it is never a second, stale copy here."""
     if cfg["model"] not in VIT_PRESETS:
         raise ValueError(f"unknown model {cfg['model']!r}; choose from {sorted(VIT_PRESETS)}")
-    encoder = vit(cfg["model"], img_size=cfg["img_size"], patch_size=cfg["patch_size"],
-                  drop_path=cfg.get("drop_path", 0.0))
+    encoder = VisionTransformer(cfg["img_size"], cfg["patch_size"], *VIT_PRESETS[cfg["model"]],
+                                drop_path=cfg.get("drop_path", 0.0))
     if cfg["pred_width"] % encoder.num_heads:  # found at start-up, not as a reshape error in the first step
         raise ValueError(f"--pred_width {cfg['pred_width']} does not split into the {encoder.num_heads} heads of "
                          f"--model {cfg['model']}")
@@ -257,8 +247,8 @@ def build_models(cfg, action_dim):
     return encoder, predictor
 
 
-def count_params(module, trainable_only=True):
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+def count_params(module):  # trainable ones
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def param_groups(modules, weight_decay=0.0, lr_scale=None):

@@ -36,7 +36,7 @@ class Oracle(nn.Module):
         super().__init__()
         self.encoder, self.target_encoder, self.imgs = encoder, target_encoder, imgs
         views, self.owner = [], []
-        for s in E.SOURCES:
+        for s in E.sources():
             p = augment.sample_params(len(imgs), E.source_config(AUG, s), destructive=True)
             views.append(augment.apply_params(imgs, p, AUG))
             self.owner += range(len(imgs))
@@ -68,8 +68,8 @@ def score(enc, tgt, pred, imgs, **kw):
 
 def test_oracle_scores_one_for_every_source_and_component(nets):
     enc, tgt, imgs = nets
-    res = score(enc, tgt, Oracle(enc, tgt, imgs), imgs, sources=E.SOURCES, components=True)
-    for k in ("mrr",) + tuple(f"mrr/{s}" for s in E.SOURCES + E.COMPONENTS):
+    res = score(enc, tgt, Oracle(enc, tgt, imgs), imgs, sources=E.sources(), components=True)
+    for k in ("mrr",) + tuple(f"mrr/{s}" for s in E.sources() + augment.JITTER):
         assert res[k] == 1.0, (k, res[k])
     assert res["mrr_ci"] == 0.0
     # uint8 input is the same images
@@ -112,11 +112,11 @@ def test_deterministic_from_seed_and_independent_of_other_sources(nets):
     torch.manual_seed(3)
     pred = M.Predictor(enc.grid, 48, 24, depth=1, num_heads=3, cond="feature", action_dim=len(augment.ACTION_NAMES))
     pred.eval()
-    a = score(enc, tgt, pred, imgs, sources=E.SOURCES)
-    assert a == score(enc, tgt, pred, imgs, sources=E.SOURCES)
+    a = score(enc, tgt, pred, imgs, sources=E.sources())
+    assert a == score(enc, tgt, pred, imgs, sources=E.sources())
     assert a["mrr/clean"] == score(enc, tgt, pred, imgs)["mrr/clean"]  # the bank is drawn first
-    assert a != score(enc, tgt, pred, imgs, sources=E.SOURCES, seed=1)
-    assert set(a) >= {"mrr", "mrr_ci", "chance"} | {f"mrr/{s}" for s in E.SOURCES}
+    assert a != score(enc, tgt, pred, imgs, sources=E.sources(), seed=1)
+    assert set(a) >= {"mrr", "mrr_ci", "chance"} | {f"mrr/{s}" for s in E.sources()}
 
 
 def test_bad_arguments(nets):
@@ -183,7 +183,7 @@ def test_cli_our_checkpoint(ckpts, tmp_path, capsys):
     assert any("null action" in line for line in lines)
     assert [line.split()[1] for line in lines if line.split()[:1] == ["source"]] == list(E.sources())  # a row each
     assert read_image(str(png)).shape == (3, 36, 7 * 34 + 2)
-    assert {f"mrr/{k}" for k in E.SOURCES + E.COMPONENTS} <= set(res)
+    assert {f"mrr/{k}" for k in E.sources() + augment.JITTER} <= set(res)
 
 
 def test_cli_official_checkpoint_infers_the_architecture(ckpts, capsys):

@@ -12,9 +12,9 @@ def small_encoder(**kw):
 
 
 def test_vit_tiny_param_count():
-    enc = M.vit("tiny", img_size=224, patch_size=16)
+    enc = M.VisionTransformer(224, 16, *M.VIT_PRESETS["tiny"])
     assert M.count_params(enc) == 5_486_400  # trainable, pos_embed is fixed
-    assert enc.pos_embed.requires_grad is False and enc.num_patches == 196
+    assert enc.pos_embed.requires_grad is False and enc.grid == (14, 14)
 
 
 def test_image_size_must_divide():
