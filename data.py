@@ -2,13 +2,13 @@
 carries `label_names` and `num_classes` (T entries each), so probes and multitask finetuning (IWM §5, Table 7) treat
 all data alike.
 
-- `Shapes`: the built-in procedural dataset: no files, no download, any resolution, a pure function of
-  (seed, split, index). A textured, low-saturation background with 1-4 objects that share a shape class and a
-  color class, each with its own size, position, rotation and a small hue jitter. Labels: shape, color,
-  count - 1: real, learnable targets (tests/test_data.py checks each against the pixels).
+- `Shapes`: built-in procedural data (no files, any resolution, a pure function of (seed, split, index)): 1-4
+  objects of one shape class and one color class, each with its own size, position, rotation and hue jitter, on a
+  textured, low-saturation background; labels shape, color, count - 1: real, learnable targets (tests check each).
 - ImageNet-style folders and torchvision's CIFAR-10/100, STL-10, Food-101 read from a local root (never downloaded).
-- `train_transform` is the shared random-resized crop + flip that makes I' in IWM §3 (per sample, on CPU); the
-  per-view photometric part (jitter, blur, grayscale, solarize → a_{x→y}) is batched on the device by augment.py.
+- `train_transform` (= `CropFlip`, per sample, on CPU) is the shared random-resized crop + flip that makes I' in IWM
+  §3 (scale (0.3, 1.0) as the I-JEPA configs): source and target views are both cut from it. Their photometric part
+  (jitter, blur, grayscale, solarize → a_{x→y}) is batched on the device by augment.py.
 - `EpochIndexed` + `StepSampler` (train.py): which images a step sees and their crops are a function of the seed.
 """
 import colorsys
@@ -40,8 +40,7 @@ def _sdf(shape, dx, dy, rot):
         if shape == 4:  # annulus, radii 0.45 .. 1
             return np.abs(rho - 0.725) - 0.275
         # 5-point star: the boundary radius goes linearly from 1.05 at a tip (f = 0) to 0.42 halfway between tips
-        # (f = 0.5); 0.5 turns the radial gap into roughly the distance to the slanted edges (only the
-        # anti-aliasing uses it)
+        # (f = 0.5); 0.5 turns the radial gap into about the distance to the slanted edges (only anti-aliasing uses it)
         p = np.arctan2(dy, dx) * (5 / (2 * math.pi)) - rot[:, 2]
         return 0.5 * (rho - 1.05 + 1.26 * np.abs(p - np.rint(p)))
     ca, sa = rot[:, 0], rot[:, 1]
@@ -62,21 +61,18 @@ def _mix(x):
 
 
 class Shapes(torch.utils.data.Dataset):
-    """Built-in procedural dataset (see the module docstring). Train and val are different random streams.
-    Geometry lives in [0, 1] image units, so one index gives the same picture at every `size`.
-    Speed: numpy's per-call overhead, not arithmetic, dominates at 64 px, so scalars are Python floats and each
-    image costs ~40 array operations, all on whole arrays (no per-pixel Python)."""
+    """Built-in procedural data (module docstring); train and val are different random streams. Geometry lives in
+    [0, 1] image units, so an index gives the same picture at every `size`. Speed: numpy's per-call overhead, not
+    arithmetic, dominates at 64 px, so scalars are Python floats and an image costs ~40 whole-array operations."""
     label_names = ("shape", "color", "count")
     num_classes = (len(SHAPES), len(COLORS), 4)
 
     def __init__(self, split="train", size=64, length=None, seed=0, transform=None):
-        if split not in ("train", "val"):
-            raise ValueError(f"Shapes split must be 'train' or 'val', got {split!r}")
-        if int(size) < 8 or (length is not None and int(length) < 1):
-            raise ValueError(f"Shapes needs size >= 8 and length >= 1, got size={size}, length={length}")
+        if split not in ("train", "val") or int(size) < 8 or (length is not None and int(length) < 1):
+            raise ValueError(f"Shapes needs split 'train' or 'val', size >= 8 and length >= 1; got split={split!r}, "
+                             f"size={size}, length={length}")
         self.split, self.size, self.seed, self.transform = split, int(size), int(seed), transform
         self.length = int(length) if length else (50_000 if split == "train" else 5_000)
-        self.skipped = 0  # same attribute as on-disk datasets; procedural images never fail
         self._xs = (np.arange(self.size) + 0.5) / self.size  # pixel centres in image units
         self._ar = np.arange(self.size + 4, dtype=np.float32)  # pixel offsets inside an object's box
         # background color ramps, one per stripe sharpness ("gain" 1 → smooth sinusoid … 8 → two-tone):
@@ -129,9 +125,7 @@ class Shapes(torch.utils.data.Dataset):
                 best, bg = None, -9.0
                 for _try in range(16):
                     x, y = r + (1 - 2 * r) * next(cand), r + (1 - 2 * r) * next(cand)  # the object stays inside
-                    g = 1.0
-                    for px, py, pr in pts:
-                        g = min(g, math.hypot(x - px, y - py) - r - pr)
+                    g = min([math.hypot(x - px, y - py) - r - pr for px, py, pr in pts], default=1.0)  # the gap
                     if g > bg:
                         best, bg = (x, y, r), g
                     if g > 0.03:
@@ -178,15 +172,11 @@ class Shapes(torch.utils.data.Dataset):
 # ---------------------------------------------------------------------------------------------- files on disk
 class Labeled(torch.utils.data.Dataset):
     """A torchvision dataset as (uint8 image, LongTensor [1]). An unreadable image file is skipped with a warning
-    naming it, the next index is used instead (deterministic), and `skipped` counts bad files (per process)."""
+    naming it and the next index is used instead (deterministic); `skipped` holds such files' indices (per process)."""
     label_names = ("class",)
 
-    def __init__(self, ds, num_classes, transform):
-        self.ds, self.num_classes, self.transform, self.bad = ds, (num_classes,), transform, set()
-
-    @property
-    def skipped(self):
-        return len(self.bad)
+    def __init__(self, ds, transform):
+        self.ds, self.num_classes, self.transform, self.skipped = ds, (len(ds.classes),), transform, set()
 
     def __len__(self):
         return len(self.ds)
@@ -195,36 +185,49 @@ class Labeled(torch.utils.data.Dataset):
         if not hasattr(self.ds, "samples"):  # in-memory arrays (CIFAR, STL): nothing to fail
             return self.ds[j]
         path, y = self.ds.samples[j]
-        if j in self.bad:
+        if j in self.skipped:
             return None
         try:
-            return self.ds.loader(path), y  # pil_loader calls .convert, so truncated files fail here
+            return self.ds.loader(path), y  # _to_rgb decodes the whole file, so truncated files fail here
         except (OSError, EOFError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL on bad files
-            self.bad.add(j)
+            self.skipped.add(j)
             warnings.warn(f"skipping unreadable image {path} ({type(e).__name__}: {e}); "
-                          f"{len(self.bad)} file(s) skipped so far in this process")
+                          f"{len(self.skipped)} file(s) skipped so far in this process")
             return None
 
     def __getitem__(self, i):
         n = len(self.ds)
         for j in range(i, i + min(n, 100)):
-            item = self._load(j % n)
-            if item is not None:  # the transform runs outside the try: its bugs are not "unreadable files"
+            if (item := self._load(j % n)) is not None:  # the transform is outside the try: its bugs aren't bad files
                 img, y = item
                 return (self.transform(img) if self.transform else _to_rgb(img)), torch.tensor([int(y)])
         raise ValueError(f"{min(n, 100)} consecutive unreadable images from index {i}: is the data folder intact?")
 
 
-# name: (class, what must be under root, split arguments for "train" / "val")
+class Folder(torchvision.datasets.ImageFolder):
+    """ImageFolder whose walk follows links as torchvision's does, but enters each real folder once: a link loop
+    such as <class>/loop -> <class> (or -> the split folder) repeated the tree until the path length limit."""
+    def make_dataset(self, root, class_to_idx, extensions, **_):  # as ImageFolder calls it: no is_valid_file
+        seen, samples = {os.path.realpath(os.path.join(root, c)) for c in ["", *class_to_idx]}, []  # split, classes
+        for c in sorted(class_to_idx):
+            top, found = os.path.join(root, c), []
+            for d, subs, files in os.walk(top, followlinks=True):
+                real = {os.path.realpath(os.path.join(d, s)): s for s in sorted(subs, reverse=True)}  # first name wins
+                subs[:] = sorted(s for r, s in real.items() if r not in seen)  # walk no folder twice
+                seen.update(real)
+                found += [(d, f) for f in files if f.lower().endswith(extensions)]
+            if not found:
+                raise FileNotFoundError(f"no file with an image extension ({', '.join(extensions)}) under {top}")
+            samples += [(os.path.join(d, f), class_to_idx[c]) for d, f in sorted(found)]  # torchvision's order
+        return samples
+
+
+# name: (class, what must be under root); the CIFARs pick their split with train=True/False, the others with split=
 TORCHVISION = {
-    "cifar10": (torchvision.datasets.CIFAR10, "cifar-10-batches-py/ (from cifar-10-python.tar.gz)",
-                lambda s: {"train": s == "train"}),
-    "cifar100": (torchvision.datasets.CIFAR100, "cifar-100-python/ (from cifar-100-python.tar.gz)",
-                 lambda s: {"train": s == "train"}),
-    "stl10": (torchvision.datasets.STL10, "stl10_binary/ (from stl10_binary.tar.gz)",
-              lambda s: {"split": "train" if s == "train" else "test"}),
-    "food101": (torchvision.datasets.Food101, "food-101/ (from food-101.tar.gz)",
-                lambda s: {"split": "train" if s == "train" else "test"}),
+    "cifar10": (torchvision.datasets.CIFAR10, "cifar-10-batches-py/ (from cifar-10-python.tar.gz)"),
+    "cifar100": (torchvision.datasets.CIFAR100, "cifar-100-python/ (from cifar-100-python.tar.gz)"),
+    "stl10": (torchvision.datasets.STL10, "stl10_binary/ (from stl10_binary.tar.gz)"),
+    "food101": (torchvision.datasets.Food101, "food-101/ (from food-101.tar.gz)"),
 }
 
 
@@ -244,27 +247,24 @@ def build_dataset(name, root=None, split="train", transform=None, size=64, lengt
             raise FileNotFoundError(f"expected ImageNet-style folders {os.path.join(path, '<class>', '<image>.JPEG')}; "
                                     f"got no folder {path}")
         try:
-            ds = torchvision.datasets.ImageFolder(path)
+            return Labeled(Folder(path, loader=_to_rgb), transform)
         except FileNotFoundError as e:  # no class folders, or a class folder without image files
-            reason = " ".join(str(e).split())  # torchvision's reason, on one line
             raise ValueError(f"{path} holds no images: expected {path}/<class>/<image>.JPEG (or .jpg/.png/...); "
-                             f"{reason}") from None
-        return Labeled(ds, len(ds.classes), transform)
+                             f"{' '.join(str(e).split())}") from None  # the reason, on one line
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val' for {name}, got {split!r}")
-    cls, folder, split_args = TORCHVISION[name]
+    cls, folder = TORCHVISION[name]
+    kw = {"train": split == "train"} if name.startswith("cifar") else {"split": "test" if split == "val" else "train"}
     try:
-        ds = cls(root, download=False, **split_args(split))
+        ds = cls(root, download=False, **kw)
     except (RuntimeError, OSError):  # torchvision: "Dataset not found or corrupted"
-        raise FileNotFoundError(f"{name} not found: put the extracted {folder} inside {root} "
-                                f"(downloads are off)") from None
-    return Labeled(ds, len(ds.classes), transform)
+        raise FileNotFoundError(f"{name} not found: put the extracted {folder} in {root} (no downloads)") from None
+    return Labeled(ds, transform)
 
 
 class EpochIndexed(torch.utils.data.Dataset):
-    """Item (epoch, i) → dataset[i] with the torch RNG seeded from (seed, epoch, i), so the random transform of
-    every sample is a pure function of its place in training: the same with any number of workers, ranks or
-    resumes."""
+    """Item (epoch, i) → dataset[i] with the torch RNG seeded from (seed, epoch, i): every sample's random transform
+    is a pure function of its place in training, the same with any number of workers, ranks or resumes."""
     def __init__(self, ds, seed):
         self.ds, self.seed = ds, seed
 
@@ -273,18 +273,16 @@ class EpochIndexed(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         epoch, i = key
-        with torch.random.fork_rng(devices=[]):  # seed the CPU generator only: torch.manual_seed would also
-            # queue lazy CUDA seeding and cost ~4 ms per call
+        with torch.random.fork_rng(devices=[]):  # CPU only: torch.manual_seed would queue lazy CUDA seeding (~4 ms)
             key = (self.seed * 1_000_003 + epoch) * 100_000_007 + i  # wrapped into 64 bits as torch maps a negative
             torch.default_generator.manual_seed(key % 2**64 - (key < 0))  # seed, so no seed's draws change
             return self.ds[i]
 
 
 class StepSampler(torch.utils.data.Sampler):
-    """Keys (epoch, i) of this rank's micro-batches for train.py. Global batch b of an epoch is perm[b·G:(b+1)·G] of
-    a permutation seeded by (seed, epoch); rank r, micro-step k takes its rows [(r·accum + k)·Bm, +Bm). Any
-    world × accum split of G sees the same images as one process with batch G, and a resume starts at any step
-    without reading skipped data."""
+    """This rank's micro-batch keys (epoch, i). Global batch b of an epoch is perm[b·G:(b+1)·G] of a permutation
+    seeded by (seed, epoch); rank r, micro-step k takes its rows [(r·accum + k)·Bm, +Bm). Any world × accum split
+    of G sees what one process with batch G sees, and a resume starts at any step without reading skipped data."""
     def __init__(self, n, global_batch, micro, rank, accum, seed):
         self.n, self.G, self.Bm, self.rank, self.accum, self.seed = n, global_batch, micro, rank, accum, seed
         self.steps, self.epoch, self.start = n // global_batch, 0, 0
@@ -320,8 +318,18 @@ F = v2.functional
 
 
 def _to_rgb(img):
-    """PIL / numpy HWC / tensor, any of grey, grey+alpha, RGB, RGBA, palette → plain 3-channel image tensor
-    (v2.RGB would leave RGBA at 4 channels, ToImage would keep palette indices)."""
+    """A file / PIL / numpy HWC / tensor image, any of grey, grey+alpha, RGB, RGBA, palette → plain 3-channel image
+    tensor (v2.RGB would leave RGBA at 4 channels, ToImage would keep palette indices). PIL's convert("RGB") would clip
+    16/32-bit integer grey ("I;16", "I") to white and float grey ("F") to black: integers are read as 16-bit (/ 257),
+    floats must lie in [0, 1], and other values are a ValueError (to Labeled, an unreadable file)."""
+    if isinstance(img, (str, os.PathLike)):  # Folder's loader: torchvision's pil_loader, converting as below
+        with open(img, "rb") as f:
+            return _to_rgb(Image.open(f))
+    if isinstance(img, Image.Image) and img.mode.startswith(("I", "F")):
+        x, top = np.asarray(img, np.float32), 1.0 if img.mode == "F" else 65535.0
+        if not (x.min() >= 0 and x.max() <= top):  # NaN fails too
+            raise ValueError(f"{img.mode} image with values in [{x.min():g}, {x.max():g}], not in [0, {top:g}]")
+        return torch.from_numpy(np.rint(x * (255 / top)).astype(np.uint8)).expand(3, -1, -1)
     if isinstance(img, Image.Image):
         return F.pil_to_tensor(img if img.mode == "RGB" else img.convert("RGB"))
     img = F.to_image(img).as_subclass(torch.Tensor)  # numpy HWC / tensor [C, H, W] or [H, W] → [C, H, W]
@@ -374,12 +382,4 @@ class CenterView:
         return F.center_crop_image(img, [self.size, self.size]).contiguous()
 
 
-def train_transform(size, scale=(0.3, 1.0)):
-    """The shared random-resized crop + horizontal flip that makes I' in IWM §3 (scale (0.3, 1.0) as the I-JEPA
-    configs); source and target views are both cut from it. The photometric part of the views (color jitter,
-    blur, grayscale, solarize → the action a_{x→y}) is not here: augment.py applies it batched on the device."""
-    return CropFlip(size, scale)
-
-
-def eval_transform(size):
-    return CenterView(size)
+train_transform, eval_transform = CropFlip, CenterView  # the names the scripts use

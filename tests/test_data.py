@@ -1,5 +1,6 @@
 """data.py: the built-in Shapes data (determinism, contract, labels that match the pixels), folders on disk with
 bad files and clear errors, the crop/flip (IWM §3 I') and evaluation transforms, and the loader."""
+import os
 import warnings
 
 import numpy as np
@@ -126,12 +127,81 @@ def test_imagefolder_skips_corrupt_file_with_warning(tmp_path):
         warnings.simplefilter("always")
         items = [ds[i] for i in range(len(ds))]
         items_again = [ds[i] for i in range(len(ds))]  # a known bad file is skipped silently
-    assert len(w) == 1 and "1bad.png" in str(w[0].message) and ds.skipped == 1
+    assert len(w) == 1 and "1bad.png" in str(w[0].message) and ds.skipped == {2}  # the index of 1bad.png
     assert all(img.shape == (3, 32, 32) and img.dtype == torch.uint8 for img, _ in items)
     assert [int(y) for _, y in items] == [0] * 5 + [1] * 3
     assert torch.equal(items[2][0], items[3][0])  # the bad file's slot holds the next file, deterministically
     assert all(torch.equal(a[0], b[0]) for a, b in zip(items, items_again))
     assert int(items[-1][0].float().mean().round()) == 202 and int(items[4][0][1].float().mean()) == 60  # grey → RGB
+
+
+def link(target, name):
+    try:
+        os.symlink(target, name, target_is_directory=True)
+    except (OSError, NotImplementedError):
+        pytest.skip("no symlinks here")
+
+
+@pytest.mark.parametrize("links, extra", [
+    ({"cat/loop": "cat"}, []),  # a loop to its own class folder (torchvision's walk: 41x the images)
+    ({"cat/sub/up": "."}, []),  # a loop to the split folder
+    ({"dog/same": "cat/sub"}, []),  # a second path to a folder walked already (as part of another class)
+    ({"dog/out": "../outside", "../outside/back": "../outside"}, ["outside/3.png"]),  # a link out of the tree works
+])
+def test_imagefolder_counts_each_file_once_through_symlinks(tmp_path, links, extra):
+    for f in ("train/cat/0.png", "train/cat/1.png", "train/cat/sub/2.png", "train/dog/0.png", "outside/3.png"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((6, 6, 3), 9, np.uint8)).save(tmp_path / f)
+    for name, target in links.items():
+        link(os.path.realpath(tmp_path / "train" / target), tmp_path / "train" / name)
+    ds = data.build_dataset("imagefolder", str(tmp_path), "train")
+    real = sorted(os.path.relpath(os.path.realpath(p), tmp_path) for p, _ in ds.ds.samples)
+    assert len(ds) == 4 + len(extra) and real == sorted(["train/cat/0.png", "train/cat/1.png", "train/cat/sub/2.png",
+                                                          "train/dog/0.png", *extra])
+    assert ds.ds.targets == [0, 0, 0] + [1] * (1 + len(extra))  # every file keeps its class; class discovery as before
+    assert ds.num_classes == (2,)
+
+
+def test_16bit_and_float_images_keep_their_brightness(tmp_path):
+    # PIL's convert("RGB") clipped these: 16-bit PNGs came out white, float TIFFs in [0, 1] black
+    d = tmp_path / "train" / "a"
+    d.mkdir(parents=True)
+    Image.fromarray(np.array([[0, 257, 32768, 65535]], np.uint16)).save(d / "0.png")  # mode I;16
+    Image.fromarray(np.array([[0, 0.25, 0.5, 1]], np.float32)).save(d / "1.tif")  # mode F
+    Image.fromarray(np.array([[0, 257, 32768, 65535]], np.int32)).save(d / "2.tif")  # mode I: 16-bit data
+    Image.fromarray(np.full((20, 28), 32768, np.uint16)).save(d / "3.png")
+    Image.fromarray(np.full((20, 28), 0.5, np.float32)).save(d / "4.tif")
+    assert [Image.open(d / f).mode for f in ("0.png", "1.tif", "2.tif")] == ["I;16", "F", "I"]
+    raw = data.build_dataset("imagefolder", str(tmp_path), "train")  # no transform: the decoded image
+    for i, want in ((0, [0, 1, 128, 255]), (1, [0, 64, 128, 255]), (2, [0, 1, 128, 255])):
+        img = raw[i][0]
+        assert img.dtype == torch.uint8 and img.shape == (3, 1, 4) and (img == torch.tensor(want)).all(), (i, img)
+    for tf in (data.train_transform(16), data.eval_transform(16)):  # the path training and evaluation take
+        ds = data.build_dataset("imagefolder", str(tmp_path), "train", transform=tf)
+        assert all(torch.equal(ds[i][0], torch.full((3, 16, 16), 128, dtype=torch.uint8)) for i in (3, 4))
+    big_endian = Image.frombytes("I;16B", (8, 8), np.full((8, 8), 32768, ">u2").tobytes())
+    assert (data.eval_transform(8)(big_endian) == 128).all()
+
+
+def test_out_of_range_float_images_are_unreadable_files(tmp_path):
+    d = tmp_path / "train" / "a"
+    d.mkdir(parents=True)
+    for k, value in enumerate((0.5, -0.5, 1.5, np.nan, 0.25)):
+        Image.fromarray(np.full((5, 5), value, np.float32)).save(d / f"{k}.tif")
+    Image.fromarray(np.full((5, 5), 70_000, np.int32)).save(d / "5.tif")  # beyond 16 bits
+    ds = data.build_dataset("imagefolder", str(tmp_path), "train")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        got = [int(ds[i][0][0, 0, 0]) for i in range(len(ds))]
+        ds[1]  # a known bad file is skipped silently
+    assert got == [128, 64, 64, 64, 64, 128]  # a bad file's slot holds the next readable one
+    assert ds.skipped == {1, 2, 3, 5} and len(w) == 4
+    for (name, shown), msg in zip([("1.tif", "-0.5"), ("2.tif", "1.5"), ("3.tif", "nan"), ("5.tif", "70000")], w):
+        assert name in str(msg.message) and shown in str(msg.message) and "ValueError" in str(msg.message)
+    for f in ("0.tif", "4.tif"):
+        os.remove(d / f)
+    with pytest.raises(ValueError, match="consecutive unreadable images"), pytest.warns(UserWarning):
+        data.build_dataset("imagefolder", str(tmp_path), "train")[0]  # nothing readable: one clear error
 
 
 def test_missing_or_empty_data_messages(tmp_path):
