@@ -14,8 +14,8 @@ import common
 import data
 
 EXIT_DONE = "exit status: 0 done; 2 bad input (one line on stderr)"
-EXIT_TRAINING = (f"{EXIT_DONE}; 3 the loss became NaN/Inf; 130 / 143 stopped by Ctrl-C / SIGTERM after saving "
-                 "(continue with --resume latest)")
+EXIT_TRAINING = (f"{EXIT_DONE}; 1 failed after start (one line: the disk, a file, the data); 3 the loss became "
+                 "NaN/Inf; 130 / 143 stopped by Ctrl-C / SIGTERM after saving (continue with --resume latest)")
 DATASETS = ("shapes", "imagefolder", *data.TORCHVISION)  # the names data.build_dataset knows
 MAXIMUM = dict(drop_path=1, smoothing=1, reprob=1, randaug=30, ema=1)  # a probability, RandAugment's bins, a momentum
 WIDTH, COLUMN = 100, 28  # --help: line width, and where the descriptions start
@@ -95,8 +95,7 @@ def _check(key, value, default):
     """`value` (from a config file, or a flag parsed by _convert) has the type of the key's default, and a tuple its
     length: the same check for both, so `--ema 0.99` fails at start-up, not inside the loop."""
     if isinstance(default, (tuple, list)):
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) \
-            if isinstance(value, (tuple, list)) else False
+        numbers = isinstance(value, (tuple, list)) and all(type(v) in (int, float) for v in value)  # not bool
         if not numbers or (default and len(value) != len(default)):
             raise ValueError(f"{key} expects {len(default)} numbers, got {value!r}")
         return tuple(value)

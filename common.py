@@ -5,6 +5,7 @@ its values: cli.py). No method content lives here: what follows which curve (I-J
 EMA) is train.py's `schedules`, and which parameters get weight decay is model.py's `param_groups`, next to the
 parameter names it reads."""
 import contextlib
+import fcntl
 import json
 import math
 import multiprocessing
@@ -12,16 +13,19 @@ import os
 import re
 import resource
 import signal
+import socket
 import sys
 import warnings
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
 
-# Exit status of every script: 0 done; 2 bad input (one `prog: error:` line on stderr); 3 the loss became NaN/Inf;
-# 128 + N when stopped by signal N after saving (cli.py's EXIT_* say so at the end of --help)
-EXIT_BAD_INPUT, EXIT_NONFINITE = 2, 3
+# Exit status of every script: 0 done; 1 the run failed after start (one line: a file, the disk, the data); 2 bad
+# input (one `prog: error:` line on stderr); 3 the loss became NaN/Inf; 128 + N when stopped by signal N after
+# saving (cli.py's EXIT_* say so at the end of --help)
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NONFINITE = 1, 2, 3
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # --dtype (autocast_dtype)
 
 
@@ -100,13 +104,34 @@ def set_schedule(optimizer, lr, wd=None):
 
 def save_atomic(obj, path):
     """Write to a temp file in the same folder, fsync, then rename: a crash or kill mid-save leaves the previous
-    file intact (rename is atomic on POSIX)."""
+    file intact (rename is atomic on POSIX). A failed write (the disk full, a file-size limit, the folder gone)
+    removes the temp file and raises one OSError saying what is left."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch's writer reports a failed write as a RuntimeError without a cause
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        why = getattr(e, "strerror", None) or "the write failed: is the disk full, or a file-size limit set?"
+        left = "the previous one stays" if os.path.isfile(path) else "there is no previous one"
+        raise OSError(f"cannot save {path} ({why}); {left}") from None
+
+
+def load_states(ck, path, **objs):
+    """A resume: each object's state from checkpoint `ck` (objs: {key: optimizer, scaler, model}), and its step,
+    returned. A file edited by hand or damaged is a ValueError naming what does not fit."""
+    for key, obj in objs.items():
+        try:
+            obj.load_state_dict(ck[key])
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise ValueError(f"{path}: its {key!r} state does not fit this run ({type(e).__name__}: {e})") from None
+    if not (type(ck.get("step")) is int and ck["step"] >= 0):
+        raise ValueError(f"{path}: its step {ck.get('step')!r} is not a step count")
+    return ck["step"]
 
 
 class JsonlLog:
@@ -154,14 +179,35 @@ def kill_workers():
 
 
 @contextlib.contextmanager
-def workers_killed_on_error():
-    """Any error that ends a run with loader workers (a worker's exception, a failed save, NaN) ends the process
-    within seconds instead of leaving it hanging at exit: the workers are killed before the error goes on."""
+def running(prog):
+    """Around a run, start-up included: any error ends the process within seconds, the loader workers killed first
+    (they ignore SIGINT and SIGTERM, so Python's exit handler would wait for them forever). An error of the run's
+    surroundings (a file or the disk: OSError; the data: ValueError; anything a loader worker raised) is one line,
+    exit status EXIT_FAILED (NaN: EXIT_NONFINITE); a bug keeps its traceback. The out_dir locks taken inside
+    (prepare_out_dir) are released however it ends."""
+    held = len(HELD)
     try:
         yield
+    except Exception as e:
+        kill_workers()
+        end_bars()
+        if "in DataLoader worker process" in str(e):
+            fail(prog, f"{str(e).strip().splitlines()[-1]} (in a loader worker: --workers 0 shows where)", EXIT_FAILED)
+        if isinstance(e, (OSError, ValueError)):
+            fail(prog, e, EXIT_FAILED)
+        raise
     except BaseException:
         kill_workers()
         raise
+    finally:
+        while len(HELD) > held:
+            os.close(HELD.pop())
+
+
+def end_bars():
+    """Close the live progress bars, so that a message after them starts a line of its own."""
+    for bar in list(tqdm._instances):  # tqdm's own registry of open bars
+        bar.close()
 
 
 def peak_mem_gb(device):
@@ -189,9 +235,11 @@ def exit_stopped(prog, stop, step, path, main_rank=True):
 
 def exit_nonfinite(prog, step, path, lr_flag, main_rank=True):
     """A NaN/Inf loss: nothing is saved from that state; one line, exit status EXIT_NONFINITE."""
+    kept = f"the last good checkpoint stays at {path}" if os.path.isfile(path) else "no checkpoint was saved before"
+    end_bars()
     if main_rank:
-        print(f"{prog}: error: loss became NaN/Inf before step {step}; nothing was saved from this state, the last "
-              f"good checkpoint stays at {path}. Lower {lr_flag} or use --dtype float32.", file=sys.stderr, flush=True)
+        print(f"{prog}: error: loss became NaN/Inf before step {step}; nothing was saved from this state, {kept}. "
+              f"Lower {lr_flag} or use --dtype float32.", file=sys.stderr, flush=True)
     sys.exit(EXIT_NONFINITE)
 
 
@@ -208,18 +256,18 @@ def end_distributed(module, world, main_rank):
         dist.destroy_process_group()
 
 
-def fail(prog, msg):
-    """One-line error for bad input: no traceback, exit status 2 (argparse's), or the exception's `exit_code`
-    (NonFiniteLoss: 3). A DataLoader worker's error arrives with the worker's traceback in its text; its last line
-    is the error itself."""
+def fail(prog, msg, code=EXIT_BAD_INPUT):
+    """One-line error: no traceback, exit status `code` (bad input: 2, argparse's) or the exception's `exit_code`
+    (NonFiniteLoss: 3). An error with a traceback in its text (a loader worker's) is told by its last line."""
     text = str(msg).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()] or [""]
     print(f"{prog}: error: {lines[-1] if 'Traceback' in text else ' '.join(lines)}", file=sys.stderr, flush=True)
-    sys.exit(getattr(msg, "exit_code", EXIT_BAD_INPUT))
+    sys.exit(getattr(msg, "exit_code", code))
 
 
 # ---------------------------------------------------------------------------------------------- output folders
 RUN_FILE = re.compile(r"latest\.pt|log\.jsonl|ep\d+\.pt")  # the files of a run (train.py, finetune.py): one makes a run
+LOCK, HELD = ".lock", []  # lock_out_dir's file; the descriptors of the locks this process holds
 
 
 def check_writable(folder, flag):
@@ -234,7 +282,8 @@ def check_writable(folder, flag):
 
 def claim_out_dir(cfg):
     """Refuse to start a run over another one: a folder that holds a run needs --resume latest (continue it) or
-    --overwrite true (start over). Raises ValueError; nothing is touched here (prepare_out_dir does that later)."""
+    --overwrite true (start over). Raises ValueError; nothing is touched here (prepare_out_dir does that later,
+    and checks again under its lock)."""
     out = cfg["out_dir"]
     if not out.strip():  # "" would be this folder: a run's files among whatever else is here
         raise ValueError("--out_dir must name a folder, got ''")
@@ -243,6 +292,9 @@ def claim_out_dir(cfg):
         raise ValueError("--resume and --overwrite true contradict each other: continue the run or start over")
     found = [f for f in sorted(os.listdir(out)) if RUN_FILE.fullmatch(f)] \
         if os.path.isdir(out) else []  # snapshots alone are a run too: a fresh run would write over them
+    odd = [f for f in found if not os.path.isfile(os.path.join(out, f))]
+    if odd:
+        raise ValueError(f"--out_dir {out}: {', '.join(odd)} should be a file; move it away or pick another --out_dir")
     if found and not cfg["resume"] and not cfg["overwrite"]:
         raise ValueError(f"--out_dir {out} already holds a run ({', '.join(found)}): continue it with --resume "
                          "latest, or start over with --overwrite true (deletes it), or pick another --out_dir")
@@ -252,14 +304,40 @@ def claim_out_dir(cfg):
                          "write over it; pick an empty --out_dir, or resume in the checkpoint's own folder")
 
 
+def lock_out_dir(out):
+    """This process's hold on a run folder: an exclusive flock on out/.lock, which the kernel drops when the process
+    ends (kill -9 too), so a crashed run's lock is stale by construction. Returns the descriptor; held by a live
+    run: ValueError naming it."""
+    fd = os.open(os.path.join(out, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace") or "?"
+        os.close(fd)
+        raise ValueError(f"--out_dir {out} is in use by a live run ({holder}): wait for it or stop it, or pick "
+                         "another --out_dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.path.basename(sys.argv[0])}, pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+    HELD.append(fd)
+    return fd
+
+
 def prepare_out_dir(cfg, prog, step=None):
-    """Create out_dir (main rank, once every check has passed). --overwrite true deletes the old run's latest.pt,
-    epNNNN.pt and log.jsonl, so the new run starts a fresh log. A resume from `step` drops the log rows past it
-    (a crash after the checkpoint left them; the resumed run logs those steps again). Temp files of killed saves
-    (save_atomic's latest.pt.tmp.PID, epNNNN.pt.tmp.PID) are deleted, and reported, when their process is gone; a
-    live process's, and files this tool does not name so, are left alone."""
+    """Create and lock out_dir (main rank, once every check has passed: a live run's folder, --overwrite true
+    included, is refused here before anything is touched; `running` releases the lock). --overwrite
+    true deletes the old run's latest.pt, epNNNN.pt and log.jsonl, so the new run starts a fresh log. A resume
+    from `step` drops the log rows past it (a crash after the checkpoint left them). Under the lock no save of this
+    tool can be running: the temp files of killed saves (latest.pt.tmp.PID, epNNNN.pt.tmp.PID) are deleted, and
+    reported; files it does not name so stay."""
     out = cfg["out_dir"]
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+        lock_out_dir(out)
+        claim_out_dir(cfg)  # again: a run may have started and saved here since the first check
+    except ValueError as e:
+        fail(prog, e)
+    except OSError as e:  # a folder that cannot be made (/proc, /sys), a filesystem without locks
+        fail(prog, f"--out_dir {out} cannot hold a run: {e.strerror} ({e.filename or out})")
     log = os.path.join(out, "log.jsonl")
     if cfg["resume"] and step is not None and os.path.isfile(log):
         rows = [line for line in open(log) if line.strip() and json.loads(line).get("step", 0) <= step]
@@ -267,28 +345,11 @@ def prepare_out_dir(cfg, prog, step=None):
             f.writelines(rows)
         os.replace(log + ".tmp", log)
     for name in sorted(os.listdir(out)):
-        tmp = re.fullmatch(r"(?:latest|ep\d+)\.pt\.tmp\.(\d+)", name)
         if cfg["overwrite"] and RUN_FILE.fullmatch(name):
             os.remove(os.path.join(out, name))
-        elif tmp and _alive(int(tmp.group(1))):
-            print(f"{prog}: note: left {os.path.join(out, name)} alone: process {tmp.group(1)} is still running",
-                  file=sys.stderr)
-        elif tmp:
+        elif re.fullmatch(r"(?:latest|ep\d+)\.pt\.tmp\.\d+", name):
             os.remove(os.path.join(out, name))
             print(f"{prog}: note: removed {os.path.join(out, name)}, left by a save that was killed", file=sys.stderr)
-
-
-def _alive(pid):
-    """Whether another process with this pid runs here (ours cannot be saving while we start up)."""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        return True
-    return True
 
 
 def probe_dataset(ds, n=8):
@@ -304,3 +365,4 @@ def probe_dataset(ds, n=8):
             raise ValueError(f"cannot read {getattr(getattr(ds, 'ds', ds), 'root', 'the data')}: {e}") from None
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+

@@ -87,12 +87,10 @@ def layer_decay_scale(name, num_layers, decay):
     """MAE layer-wise lr decay for an encoder parameter name: patch_embed / pos_embed are layer 0, blocks.i is
     layer i+1, everything after the blocks (norm, head) layer L+1; the lr factor is decay^(L+1-layer)."""
     if name.startswith(("patch_embed", "pos_embed")):
-        layer = 0
-    elif name.startswith("blocks."):
-        layer = int(name.split(".")[1]) + 1
-    else:
-        layer = num_layers + 1
-    return decay ** (num_layers + 1 - layer)
+        return decay ** (num_layers + 1)
+    if name.startswith("blocks."):
+        return decay ** (num_layers - int(name.split(".")[1]))
+    return 1.0
 
 
 def epoch_batches(n, batch, rank, world, seed, epoch, start):
@@ -120,16 +118,16 @@ def load_models(cfg):
 
 
 def task_labels(cfg, ds):
-    """The label index of every task: --label, or where the protocol has a head per task --tasks (default: every
-    label type of the dataset)."""
-    names = [cfg["label"]]
-    if PROTOCOLS[cfg["protocol"]]["heads"] == "tasks":
-        names = cfg["tasks"].split(",") if cfg["tasks"] else list(ds.label_names)
+    """The label index of every task: --label ("": the first), or where the protocol has a head per task --tasks
+    (default: every label type of the dataset). setup has refused the flag the protocol does not read."""
     known = list(ds.label_names)
-    for name in names:
-        if name and name not in known:
-            raise ValueError(f"--label/--tasks {name!r} is not a label of this dataset; choose from {known}")
-    return [known.index(name) if name else 0 for name in names]
+    names = [cfg["label"] or known[0]]
+    if PROTOCOLS[cfg["protocol"]]["heads"] == "tasks":
+        names = cfg["tasks"].split(",") if cfg["tasks"] else known
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"--label/--tasks {unknown[0]!r} is not a label of this dataset; choose from {known}")
+    return [known.index(name) for name in names]
 
 
 def build_data(cfg):
@@ -152,26 +150,23 @@ def build_data(cfg):
     return train, val
 
 
-def prep(imgs, device):
-    imgs = imgs.to(device, non_blocking=True)
-    return augment.normalize(imgs.float() / 255) if imgs.dtype == torch.uint8 else imgs.float()
-
-
 def loader(ds, batches, workers, device):
-    return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
+    """(images as normalised floats, labels) on device, one pair per list of ds's indices in batches."""
+    load = torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda",
                                        worker_init_fn=common.ignore_stop_signals)
+    for x, y in load:
+        x = x.to(device, non_blocking=True)
+        yield augment.normalize(x.float() / 255) if x.dtype == torch.uint8 else x.float(), y.to(device)
 
 
 @torch.no_grad()
-def extract(encoder, ds, cfg, rank, world, device, amp):
-    """Mean-pooled frozen-encoder features and labels of this rank's share of ds (the cached protocols)."""
-    idx = list(range(rank, len(ds), world))
+def extract(encoder, batches, device, amp):
+    """Mean-pooled frozen-encoder features and labels of the (images, labels) batches (the cached protocols)."""
     feats, labels = [], []
-    for imgs, y in loader(ds, [idx[i:i + cfg["batch_size"]] for i in range(0, len(idx), cfg["batch_size"])],
-                          cfg["workers"], device):
+    for x, y in batches:
         with common.autocast(device, amp):
-            feats.append(encoder(prep(imgs, device)).float().mean(1))
-        labels.append(y.to(device))
+            feats.append(encoder(x).float().mean(1))
+        labels.append(y)
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -180,9 +175,11 @@ def make_batches(cfg, encoder, train_ds, val_ds, rank, world, device, amp):
     features, or normalised images (data.EpochIndexed: augmentations are a function of epoch and index)."""
     bs, local = cfg["batch_size"], cfg["batch_size"] // world
     spe = len(train_ds) // bs  # from the global size, so every rank runs the same number of steps
+    def share(ds):  # this rank's share of ds, in order: every image is counted once over the ranks
+        idx = list(range(rank, len(ds), world))
+        return loader(ds, [idx[i:i + bs] for i in range(0, len(idx), bs)], cfg["workers"], device)
     if PROTOCOLS[cfg["protocol"]]["cached"]:
-        tr_x, tr_y = extract(encoder, train_ds, cfg, rank, world, device, amp)
-        va_x, va_y = extract(encoder, val_ds, cfg, rank, world, device, amp)
+        (tr_x, tr_y), (va_x, va_y) = (extract(encoder, share(ds), device, amp) for ds in (train_ds, val_ds))
         def batches(epoch, start):
             g = torch.Generator().manual_seed((cfg["seed"] * 7919 + epoch) * 101 + rank)
             perm = torch.randperm(len(tr_x), generator=g).to(device)[:spe * local].view(spe, local)
@@ -190,12 +187,9 @@ def make_batches(cfg, encoder, train_ds, val_ds, rank, world, device, amp):
         return spe, batches, lambda: zip(va_x.split(bs), va_y.split(bs))
     keyed = data.EpochIndexed(train_ds, cfg["seed"])
     def batches(epoch, start):
-        keys = [[(epoch, i) for i in b] for b in epoch_batches(len(train_ds), bs, rank, world, cfg["seed"], epoch,
-                                                                start)]
-        return ((prep(x, device), y.to(device)) for x, y in loader(keyed, keys, cfg["workers"], device))
-    idx = list(range(rank, len(val_ds), world))  # every val image counted once over the ranks
-    return spe, batches, lambda: ((prep(x, device), y.to(device)) for x, y in loader(
-        val_ds, [idx[i:i + bs] for i in range(0, len(idx), bs)], cfg["workers"], device))
+        rows = epoch_batches(len(train_ds), bs, rank, world, cfg["seed"], epoch, start)
+        return loader(keyed, [[(epoch, i) for i in b] for b in rows], cfg["workers"], device)
+    return spe, batches, lambda: share(val_ds)
 
 
 def build(cfg, encoder, predictor, pretrained, num_classes, label_ids):
@@ -224,12 +218,10 @@ def objective(cfg, net, encoder, label_ids, names, num_classes, device, amp):
     """(loss(x, labels), outputs(x, labels) → {metric suffix: (logits, targets)}) of the protocol."""
     spec, clf = PROTOCOLS[cfg["protocol"]], net.module if isinstance(net, DDP) else net
     C, lab, mix, smooth = num_classes[label_ids[0]], torch.tensor(label_ids, device=device), None, 0.0
-    if spec["mae"]:  # mixup or cutmix, chosen 50/50 per batch, and label smoothing
-        smooth = cfg["smoothing"]
+    if spec["mae"]:  # mixup or cutmix, chosen 50/50 per batch (alpha 0: that half unmixed), and label smoothing
+        smooth, kinds = cfg["smoothing"], ((v2.MixUp, cfg["mixup"]), (v2.CutMix, cfg["cutmix"]))
         if cfg["mixup"] > 0 or cfg["cutmix"] > 0:
-            mix = v2.RandomChoice([v2.MixUp(alpha=cfg["mixup"], num_classes=C) if cfg["mixup"] > 0 else v2.Identity(),
-                                   v2.CutMix(alpha=cfg["cutmix"], num_classes=C) if cfg["cutmix"] > 0 else
-                                   v2.Identity()])
+            mix = v2.RandomChoice([kind(alpha=a, num_classes=C) if a > 0 else v2.Identity() for kind, a in kinds])
     keys = ([f"_lr{lr:g}" for lr in cfg["linear_lrs"]] if spec["heads"] == "grid" else
             [f"_{nm}" for nm in names] if spec["heads"] == "tasks" else [""])
     cols = label_ids * (len(keys) // len(label_ids))  # the label each head predicts
@@ -265,10 +257,8 @@ def headline(metrics, cfg, names):
     """top1 (top5) of the protocol: the lr of the grid that is best on val, the mean over tasks, or the one head."""
     heads, lrs = PROTOCOLS[cfg["protocol"]]["heads"], cfg["linear_lrs"]
     if heads == "grid":
-        best = max(lrs, key=lambda lr: metrics[f"top1_lr{lr:g}"])
-        metrics.update(top1=metrics[f"top1_lr{best:g}"], best_lr=best)
-        if f"top5_lr{best:g}" in metrics:
-            metrics["top5"] = metrics[f"top5_lr{best:g}"]
+        best = metrics["best_lr"] = max(lrs, key=lambda lr: metrics[f"top1_lr{lr:g}"])
+        metrics.update({k: metrics[f"{k}_lr{best:g}"] for k in ("top1", "top5") if f"{k}_lr{best:g}" in metrics})
     if heads == "tasks":
         metrics["top1"] = sum(metrics[f"top1_{nm}"] for nm in names) / len(names)
     return metrics
@@ -277,9 +267,7 @@ def headline(metrics, cfg, names):
 def resume(path, cfg, clf, opt, scaler):
     """Load a run's model, optimizer and scaler state, refusing a run of another config; returns its step."""
     ck, _ = M.load_checkpoint(path, {k: cfg[k] for k in RESUME_KEYS}, need=("model", "opt", "scaler"))
-    for obj, key in ((clf, "model"), (opt, "opt"), (scaler, "scaler")):
-        obj.load_state_dict(ck[key])
-    return ck["step"]
+    return common.load_states(ck, path, model=clf, opt=opt, scaler=scaler)
 
 
 def run(cfg, rank, world, device):
@@ -311,10 +299,9 @@ def run(cfg, rank, world, device):
     log = common.JsonlLog(os.path.join(cfg["out_dir"], "log.jsonl"), main_rank)
     if main_rank:
         common.prepare_out_dir(cfg, "finetune.py", step)
+        src = f"{cfg['ckpt']}: target encoder" + (", predictor" if pretrained else "")
         if cfg["random_init"]:
             src = "random init" + (f" ({cfg['ckpt']}'s architecture)" if cfg["ckpt"] else "")
-        else:
-            src = f"{cfg['ckpt']}: target encoder" + (", predictor" if pretrained else "")
         print(f"{cfg['protocol']}: from {src}; {M.count_params(clf) / 1e6:.2f}M trained params, labels {names}, "
               f"{len(train_ds)} train / {len(val_ds)} val images (--train_images/--val_images 0: whole split), "
               f"{world} process(es) on {device}, {total} steps ({spe}/epoch), peak lr {peak:g}", flush=True)
@@ -347,7 +334,8 @@ def run(cfg, rank, world, device):
             if step == stop or (epoch_end and (step // spe) % cfg["eval_every_epochs"] == 0):
                 metrics = evaluate(clf, val_batches(), outputs, device, world)
                 log.write(step=step, **metrics)
-            if main_rank and saving:
+            halted = halt.requested  # again: a stop that came during the evaluation saves this step too
+            if main_rank and (saving or halted):
                 common.save_atomic({"model": clf.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict(),
                                     "step": step, "config": cfg, "metrics": metrics}, path)
             if step >= stop or halted:
@@ -370,6 +358,17 @@ def setup(argv=None, prog="finetune.py", doc=None, defaults=CONFIG):
     table = "\n".join("  " + "".join(f"{str(v):11}" for v in row).rstrip() for row in rows)
     cfg = cli.parse_config(defaults, argv, prog, doc or f"{__doc__}\nprotocols:\n{table}", HELP, cli.EXIT_TRAINING)
     cli.check_values(cfg, prog, dict.fromkeys(("batch_size", "epochs", "eval_every_epochs", "log_every"), 1), HELP)
+    per_task = [name for name, row in PROTOCOLS.items() if row["heads"] == "tasks"]  # the protocols that read --tasks
+    flag, other = ("label", "tasks") if cfg["protocol"] in per_task else ("tasks", "label")
+    if cfg[flag]:  # a flag that the protocol does not read is refused, not ignored
+        takers = ", ".join(name for name in PROTOCOLS if (name in per_task) == (flag == "tasks"))
+        common.fail(prog, f"--{flag} applies to --protocol {takers} only; --protocol {cfg['protocol']} takes --{other}")
+    tasks = cfg["tasks"].split(",") if cfg["tasks"] else []  # each gets a head and a task token: one per label
+    if "" in tasks:
+        common.fail(prog, f"--tasks {cfg['tasks']!r} has an empty task name; give labels, comma-separated")
+    twice = sorted({name for name in tasks if tasks.count(name) > 1})
+    if twice:
+        common.fail(prog, f"--tasks {cfg['tasks']!r} repeats task {', '.join(twice)}; give each label once")
     cli.check_data_root(cfg, prog)  # before load_models builds the networks
     cfg["out_dir"] = cfg["out_dir"] or f"runs/finetune_{cfg['protocol']}"  # each protocol its own folder
     rank, world, device = common.setup_distributed(cfg["device"])
@@ -380,11 +379,11 @@ def setup(argv=None, prog="finetune.py", doc=None, defaults=CONFIG):
 
 def main(argv=None):
     cfg, rank, world, device = setup(argv)
-    try:
-        with common.workers_killed_on_error():
+    with common.running("finetune.py"):  # the disk, a loader worker: one line, within seconds
+        try:
             metrics = run(dict(cfg), rank, world, device)
-    except (ValueError, FileNotFoundError) as e:
-        common.fail("finetune.py", e)
+        except (ValueError, FileNotFoundError) as e:  # the checkpoint, the labels, the data
+            common.fail("finetune.py", e)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -204,8 +204,8 @@ def main(argv=None):
     rank, world, device = common.setup_distributed(cfg["device"])
     if cfg["batch_size"] % (world * cfg["accum"]):
         common.fail("train.py", f"batch_size {cfg['batch_size']} must divide by world {world} × accum {cfg['accum']}")
-    run = setup(cfg, rank, world, device)
-    with common.workers_killed_on_error():
+    with common.running("train.py"):  # an error after start: one line, within seconds
+        run = setup(cfg, rank, world, device)
         out = loop(run)
     if run.stopped.signum:  # Ctrl-C / SIGTERM: saved, exit 128 + signal so that a scheduler sees the pre-emption
         common.exit_stopped("train.py", run.stopped, run.step, run.ckpt_path, run.main_rank)
@@ -269,9 +269,7 @@ def build(cfg, rank, world, device, encoder, predictor, steps_per_epoch):
     ckpt_path, step = os.path.join(cfg["out_dir"], "latest.pt"), 0
     if cfg["resume"]:  # a checkpoint of another architecture or method is refused, the differing keys named
         ck = load(ckpt_path if cfg["resume"] == "latest" else cfg["resume"], {k: cfg[k] for k in ARCH_KEYS}, nets,
-                  need=M.NETS + ("opt", "scaler"))
-        opt.load_state_dict(ck["opt"])
-        scaler.load_state_dict(ck["scaler"])
+                  need=M.NETS + ("opt", "scaler"), states=dict(opt=opt, scaler=scaler))
         step = ck["step"]
     total = cfg["epochs"] * steps_per_epoch
     return types.SimpleNamespace(
@@ -284,11 +282,13 @@ def build(cfg, rank, world, device, encoder, predictor, steps_per_epoch):
         trained=[p for p in list(encoder.parameters()) + list(predictor.parameters()) if p.requires_grad])
 
 
-def load(path, flags, nets, need=M.NETS):
-    """A checkpoint's networks into nets (model.load_checkpoint, load_nets); a bad file is a one-line error."""
+def load(path, flags, nets, need=M.NETS, states=None):
+    """A checkpoint's networks into nets and, on resume, `states` {key: optimizer, scaler}; a bad file is one line."""
     try:
         ck, _ = M.load_checkpoint(path, flags, need=need)
         M.load_nets(ck, nets.encoder, nets.target_encoder, nets.predictor, path)
+        if states:
+            common.load_states(ck, path, **states)
     except (ValueError, FileNotFoundError) as e:
         common.fail("train.py", e)
     return ck
@@ -337,7 +337,8 @@ def loop(run):
             n_img += cfg["batch_size"]
             bar.update(1)
             halted, epoch_end = stop.requested, run.step % ipe == 0  # read once: a stop saves this very step
-            save_now = (epoch_end and (run.step // ipe) % cfg["save_every"] == 0) or run.step == run.stop_at or halted
+            every = [e for e in (cfg["save_every"], cfg["keep_every"]) if e]  # kept epochs save too: their snapshot
+            save_now = (epoch_end and any(run.step // ipe % e == 0 for e in every)) or run.step == run.stop_at or halted
             eval_now = cfg["eval_every"] > 0 and run.step % cfg["eval_every"] == 0 or cfg["eval_every"] < 0 and save_now
             if (run.step % cfg["log_every"] == 0 or save_now or eval_now) and nonfinite.item():
                 stop.restore()  # the only host syncs: log, save and eval steps; a NaN state is never saved or evaluated
@@ -354,11 +355,16 @@ def loop(run):
                 probes = ", ".join(f"{k[6:]} {v:.2f}" for k, v in result.items() if k.startswith("probe/"))
                 bar.write(f"step {run.step}: MRR {result['mrr']:.3f} (chance {result['mrr_chance']:.3f}), target rank "
                           f"{result['rank']:.1f}, variance by position {result['var_position']:.2f}; probe {probes}")
-            if run.main_rank and save_now:
+            halted = stop.requested  # again: a stop that came during the evaluation saves this step too
+            if run.main_rank and (save_now or halted):
                 save(run, epoch_end)
     bar.close()
     stop.restore()
-    finish(run, last, result)
+    if run.main_rank:
+        loss = f"loss {last['loss']:.4f}" if last else "no loss logged yet (every --log_every steps)"
+        print(f"{'stopped' if stop.signum else 'done'}: step {run.step}, {loss}" + (
+            f", in-training MRR {result['mrr']:.3f}" if result else "") + f"; checkpoint {run.ckpt_path}", flush=True)
+    common.end_distributed(run.nets.encoder, run.world, run.main_rank)
     return {"step": run.step, **last, **result}
 
 
@@ -378,22 +384,16 @@ def log_row(run, out, loss, img_per_s, data_wait, bar):
 
 
 def save(run, epoch_done):
-    """latest.pt, and epNNNN.pt at the end of every keep_every-th epoch (atomic writes)."""
+    """epNNNN.pt at the end of every keep_every-th epoch, unless it exists, then latest.pt (atomic writes): a kill
+    during or between the two leaves latest.pt before the epoch, so the resumed run writes the snapshot."""
     nets, epoch = run.nets, run.step // run.ipe
     ck = {"encoder": nets.encoder.state_dict(), "predictor": nets.predictor.state_dict(), "step": run.step,
           "target_encoder": nets.target_encoder.state_dict(), "opt": run.opt.state_dict(), "epoch": epoch,
           "scaler": run.scaler.state_dict(), "config": run.cfg, "action_names": list(augment.ACTION_NAMES)}
+    snapshot = os.path.join(run.cfg["out_dir"], f"ep{epoch:04d}.pt")
+    if epoch_done and run.cfg["keep_every"] and epoch % run.cfg["keep_every"] == 0 and not os.path.exists(snapshot):
+        common.save_atomic(ck, snapshot)
     common.save_atomic(ck, run.ckpt_path)
-    if epoch_done and run.cfg["keep_every"] and epoch % run.cfg["keep_every"] == 0:
-        common.save_atomic(ck, os.path.join(run.cfg["out_dir"], f"ep{epoch:04d}.pt"))
-
-
-def finish(run, last, result):
-    if run.main_rank:
-        loss = f"loss {last['loss']:.4f}" if last else "no loss logged yet (every --log_every steps)"
-        print(f"done: step {run.step}, {loss}" + (f", in-training MRR {result['mrr']:.3f}" if result else "")
-              + f"; checkpoint {run.ckpt_path}", flush=True)
-    common.end_distributed(run.nets.encoder, run.world, run.main_rank)
 
 
 if __name__ == "__main__":

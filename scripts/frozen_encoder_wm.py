@@ -35,11 +35,11 @@ def main(argv=None):
                                   need=("encoder", "target_encoder"))
     except (ValueError, FileNotFoundError) as e:
         common.fail(prog, e)
-    run = train.setup(cfg, rank, world, device)
-    M.load_nets(ck, run.nets.encoder, run.nets.target_encoder, name=cfg["encoder_from"])
-    run.nets.encoder.requires_grad_(False)  # no gradient: AdamW and the logged grad norm skip it (no weight decay)
-    run.ema_source = run.ema_target  # the EMA lerps the target toward itself: it stays CKPT's
-    with common.workers_killed_on_error():
+    with common.running(prog):
+        run = train.setup(cfg, rank, world, device)
+        M.load_nets(ck, run.nets.encoder, run.nets.target_encoder, name=cfg["encoder_from"])
+        run.nets.encoder.requires_grad_(False)  # no gradient: AdamW and the logged grad norm skip it (no weight decay)
+        run.ema_source = run.ema_target  # the EMA lerps the target toward itself: it stays CKPT's
         return train.loop(run)
 
 

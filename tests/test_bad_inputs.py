@@ -40,7 +40,8 @@ def files(tmp_path_factory):
     log.jsonl) and `ck` a copy of its checkpoint."""
     d = tmp_path_factory.mktemp("inputs")
     f = {k: str(d / k) for k in ("run", "ck", "text", "truncated", "foreign", "list", "nopred", "official", "empty",
-                                 "corrupt", "noval", "afile", "list_json", "short_json")}
+                                 "corrupt", "noval", "afile", "list_json", "short_json", "step_abc", "opt_empty",
+                                 "dir_files")}
     train.main(TINY + ["--epochs", "1", "--max_steps", "2", "--out_dir", f["run"]])
     ck = torch.load(os.path.join(f["run"], "latest.pt"), weights_only=True)
     torch.save(ck, f["ck"])
@@ -52,6 +53,10 @@ def files(tmp_path_factory):
     torch.save({"x": 1}, f["foreign"])
     torch.save([1, 2], f["list"])
     torch.save({k: ck[k] for k in ("encoder", "target_encoder", "config")}, f["nopred"])
+    torch.save(dict(ck, step="abc"), f["step_abc"])  # hand-edited checkpoints
+    torch.save(dict(ck, opt={}), f["opt_empty"])
+    for name in ("latest.pt", "log.jsonl"):  # a run's file names, as folders
+        os.makedirs(os.path.join(f["dir_files"], name))
     torch.save({k: {f"module.{n}": t for n, t in ck[k].items()} for k in M.NETS}, f["official"])  # no config
     os.makedirs(f["empty"])
     for split in ("train", "val"):  # every file unreadable
@@ -122,6 +127,12 @@ ROWS = [
     row("finetune", "out_dir-is-a-file", "--out_dir {afile}", "--out_dir {afile}: {afile} is a file"),
     row("evaluate_mrr", "png-under-a-file", "--png {afile}/nn.png", "--png {afile}: {afile} is a file"),
     row("train", "out_dir-empty", "--out_dir=", "--out_dir must name a folder, got ''"),
+    row("train", "out_dir-in-proc", "--out_dir /proc/iwm_run", "--out_dir /proc/iwm_run cannot hold a run: "),
+    row("train", "run-files-are-folders", "--out_dir {dir_files} --resume latest",
+        "--out_dir {dir_files}: latest.pt, log.jsonl should be a file"),
+    row("finetune", "run-files-are-folders", "--out_dir {dir_files} --resume latest", "latest.pt, log.jsonl should"),
+    row("train", "resume-step-edited", "--resume {step_abc} --epochs 1", "{step_abc}: its step 'abc' is not a step count"),
+    row("train", "resume-opt-emptied", "--resume {opt_empty} --epochs 1", "{opt_empty}: its 'opt' state does not fit this run"),
     row("evaluate_mrr", "png-a-folder", "--png {out}", "--png {out} must name a .png file"),
     row("evaluate_mrr", "png-no-extension", "--png {out}/nn", "--png {out}/nn must name a .png file"),
     # data: an empty folder, unreadable images, an ImageFolder without val/
@@ -267,7 +278,7 @@ def test_second_run_is_refused_then_resumed_or_started_over(tmp_path, capsys):
     args = TINY + ["--epochs", "2", "--keep_every", "1", "--log_every", "1", "--out_dir", out]
     train.main(args + ["--max_steps", "7"])  # crosses the first epoch (6 steps): ep0001.pt is kept
     first = snapshot(out)
-    assert {os.path.basename(p) for p in first} == {"latest.pt", "ep0001.pt", "log.jsonl"}
+    assert {os.path.basename(p) for p in first} == {"latest.pt", "ep0001.pt", "log.jsonl", common.LOCK}
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         train.main(args + ["--max_steps", "8"])
@@ -277,7 +288,7 @@ def test_second_run_is_refused_then_resumed_or_started_over(tmp_path, capsys):
     assert [r["step"] for r in log_rows(out) if "loss" in r] == list(range(1, 9))
     train.main(args + ["--max_steps", "2", "--overwrite", "true"])  # starts over: a fresh log, the old files gone
     assert [r["step"] for r in log_rows(out) if "loss" in r] == [1, 2]
-    assert sorted(os.listdir(out)) == ["latest.pt", "log.jsonl"]
+    assert sorted(os.listdir(out)) == [common.LOCK, "latest.pt", "log.jsonl"]
     assert torch.load(os.path.join(out, "latest.pt"), weights_only=True)["step"] == 2
 
 
@@ -294,21 +305,19 @@ def test_finetune_refuses_a_second_run_and_starts_over_on_request(files, tmp_pat
 
 
 def test_stale_temp_files_of_killed_saves_are_removed_at_the_next_start(tmp_path, capsys):
+    """Under the folder's lock no other save of this tool can be running: every temp file of a save is stale."""
     out = tmp_path / "run"
     args = TINY + ["--epochs", "1", "--out_dir", str(out)]
     train.main(args + ["--max_steps", "1"])
-    gone = subprocess.Popen([sys.executable, "-c", ""])
-    gone.wait()  # a pid whose process has ended: that of a killed save
-    stale = [out / f"latest.pt.tmp.{gone.pid}", out / f"ep0001.pt.tmp.{gone.pid}"]
-    live = out / f"latest.pt.tmp.{os.getppid()}"  # a process that still runs may still be writing it
-    for path in stale + [live]:
+    stale = [out / f"latest.pt.tmp.{os.getppid()}", out / "ep0001.pt.tmp.12345"]
+    other = out / "notes.tmp.20240101"  # not a name this tool writes
+    for path in stale + [other]:
         path.write_bytes(b"half a checkpoint")
     capsys.readouterr()
     train.main(args + ["--max_steps", "2", "--resume", "latest"])
     err = capsys.readouterr().err
-    assert not any(p.exists() for p in stale) and live.exists()
+    assert not any(p.exists() for p in stale) and other.exists()
     assert all(f"removed {p}, left by a save that was killed" in err for p in stale)
-    assert f"left {live} alone" in err
 
 
 # ---------------------------------------------------------------------------------------------- exit status

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 import common
 import train
@@ -35,7 +36,9 @@ def test_an_error_in_a_loader_worker_ends_the_run(tmp_path):
                             str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
         pytest.fail("the run hung after its loader worker raised")
-    assert p.returncode not in (0, None) and "boom in a loader worker" in p.stderr
+    lines = [line for line in p.stderr.splitlines() if "error:" in line or "Traceback" in line]
+    assert p.returncode == common.EXIT_FAILED and lines == [
+        "train.py: error: RuntimeError: boom in a loader worker (in a loader worker: --workers 0 shows where)"]
     assert time.time() - t0 < 60
 
 
@@ -98,3 +101,95 @@ def test_resume_drops_log_rows_past_the_checkpoint_and_only_its_own_temp_files(t
     assert steps == [1, 2, 3, 4]  # every step once, step 3 from the resumed run
     assert (out / "notes.tmp.20240101").read_text() == "mine" and not (out / "latest.pt.tmp.999999999").exists()
     assert "removed" in capsys.readouterr().err
+
+
+HOLDER = """
+import sys, time, common
+common.lock_out_dir(sys.argv[1])
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_live_runs_folder_is_refused_even_with_overwrite_and_a_dead_runs_lock_is_stale(tmp_path, capsys):
+    out = tmp_path / "run"
+    train.main(TINY + ["--workers", "0", "--max_steps", "1", "--out_dir", str(out)])
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"  # a live run holds the folder
+        before = digest(out)
+        for extra in (["--overwrite", "true"], ["--resume", "latest", "--max_steps", "2"]):
+            with pytest.raises(SystemExit) as e:
+                train.main(TINY + ["--workers", "0", "--out_dir", str(out)] + extra)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert e.value.code == 2 and err[-1].startswith(f"train.py: error: --out_dir {out} is in use by a live run")
+            assert f"pid {holder.pid}" in err[-1] and digest(out) == before  # nothing deleted or written
+    finally:
+        holder.kill()  # as kill -9 would: the kernel drops its lock
+        holder.wait()
+    assert train.main(TINY + ["--workers", "0", "--max_steps", "2", "--resume", "latest", "--out_dir", str(out)])[
+        "step"] == 2
+
+
+def test_every_kept_epoch_gets_its_snapshot_also_after_a_kill_mid_save(tmp_path, monkeypatch):
+    out, ipe = tmp_path / "run", 6  # 48 images, batch 8
+    args = TINY + ["--workers", "0", "--epochs", "3", "--save_every", "2", "--keep_every", "1", "--out_dir", str(out)]
+    save = common.save_atomic
+    def killed_in_the_second_snapshot(obj, path):
+        if path.endswith("ep0002.pt"):
+            open(f"{path}.tmp.{os.getpid()}", "wb").write(b"half")  # then the process dies
+            raise KeyboardInterrupt("killed")
+        save(obj, path)
+    monkeypatch.setattr(common, "save_atomic", killed_in_the_second_snapshot)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args)
+    monkeypatch.setattr(common, "save_atomic", save)
+    # before: ep0001.pt was never written with --save_every 2, and a kill during ep0002.pt's save lost it for good
+    assert torch.load(out / "ep0001.pt", weights_only=True)["step"] == ipe
+    assert torch.load(out / "latest.pt", weights_only=True)["step"] == ipe  # still the epoch before the kill
+    first = (out / "ep0001.pt").read_bytes()
+    train.main(args + ["--resume", "latest"])
+    assert [torch.load(out / f"ep000{e}.pt", weights_only=True)["step"] for e in (1, 2, 3)] == [ipe, 2 * ipe, 3 * ipe]
+    assert (out / "ep0001.pt").read_bytes() == first  # a snapshot is never written twice
+    assert not [p for p in os.listdir(out) if ".tmp." in p]
+
+
+FULL_DISK = """
+import resource, sys, train
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # ulimit -f: a checkpoint does not fit
+train.main(sys.argv[1:])
+"""
+
+
+def test_a_failed_save_is_one_line_and_leaves_no_temp_file(tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-c", FULL_DISK, *TINY, "--workers", "1", "--max_steps", "2", "--out_dir",
+                        str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    lines = [line for line in p.stderr.splitlines() if "error:" in line or "Traceback" in line]
+    assert p.returncode == common.EXIT_FAILED and lines == [
+        f"train.py: error: cannot save {out}/latest.pt (the write failed: is the disk full, or a file-size limit "
+        "set?); there is no previous one"], p.stderr[-2000:]
+    assert sorted(os.listdir(out)) == [common.LOCK, "log.jsonl"]  # no temp file, no latest.pt to resume from
+
+
+def test_a_stop_during_the_evaluation_saves_that_step(tmp_path, monkeypatch, capsys):
+    evaluate = train.in_training_eval
+    def stopped_meanwhile(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's pre-emption while the evaluation runs
+        return evaluate(*a, **k)
+    monkeypatch.setattr(train, "in_training_eval", stopped_meanwhile)
+    with pytest.raises(SystemExit) as e:
+        train.main([*TINY, "--workers", "0", "--eval_images", "2", "--eval_bank", "4", "--probe_images", "16",
+                    "--eval_every", "2", "--max_steps", "6", "--out_dir", str(tmp_path / "run")])
+    assert e.value.code == 143 and "stopped by SIGTERM at step 2" in capsys.readouterr().err  # before: step 3
+    assert torch.load(tmp_path / "run" / "latest.pt", weights_only=True)["step"] == 2
+
+
+def test_a_nan_stop_says_whether_a_checkpoint_exists(tmp_path, monkeypatch, capsys):
+    loss = train.iwm_loss
+    monkeypatch.setattr(train, "iwm_loss", lambda *a, **k: (lambda t: (t[0] * float("nan"), *t[1:]))(loss(*a, **k)))
+    with pytest.raises(SystemExit) as e:
+        train.main([*TINY, "--workers", "0", "--max_steps", "2", "--out_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert e.value.code == common.EXIT_NONFINITE and "\ntrain.py: error: loss became NaN/Inf before step 2" in err
+    assert "no checkpoint was saved before" in err and not (tmp_path / "run" / "latest.pt").exists()

@@ -35,8 +35,9 @@ def ckpt(tmp_path_factory):
     return path
 
 
-def run(ckpt, out, protocol, *flags):
-    return finetune.main(["--protocol", protocol, "--ckpt", str(ckpt), "--data", "shapes", "--label", "color",
+def run(ckpt, out, protocol, *flags):  # the one-head protocols predict color; multitask every label (or --tasks)
+    label = [] if finetune.PROTOCOLS[protocol]["heads"] == "tasks" else ["--label", "color"]
+    return finetune.main(["--protocol", protocol, "--ckpt", str(ckpt), "--data", "shapes", *label,
                           "--batch_size", "32", "--train_images", "256",
                           "--val_images", "64", *flags, "--out_dir", str(out)])
 
@@ -138,9 +139,9 @@ def test_multitask_baseline_script_adds_one_single_task_predictor_per_task(ckpt,
     spec = importlib.util.spec_from_file_location("multitask_baseline", ROOT / "scripts" / "multitask_baseline.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    flags = ["--ckpt", str(ckpt), "--tasks", "shape,count", "--batch_size", "32", "--train_images", "64",
+    flags = ["--ckpt", str(ckpt), "--batch_size", "32", "--train_images", "64",
              "--val_images", "32", "--max_steps", "1", "--out_dir", str(tmp_path)]
-    m = script.main(flags)
+    m = script.main(["--tasks", "shape,count", *flags])
     alone = finetune.main(["--protocol", "predictor", "--label", "count", *flags, "--out_dir", str(tmp_path / "p")])
     assert m["single_top1_count"] == alone["top1"]  # the same run as finetune.py --protocol predictor
     assert m["single_top1"] == pytest.approx((m["single_top1_shape"] + m["single_top1_count"]) / 2)
@@ -148,6 +149,47 @@ def test_multitask_baseline_script_adds_one_single_task_predictor_per_task(ckpt,
     assert (tmp_path / "single_shape" / "latest.pt").is_file()
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == f"predictor top1 {alone['top1']:.2f}" and f"multitask top1 {m['top1']:.2f}" in out
+
+
+# issue 27 #17: a --label or --tasks that the protocol would ignore, or a task that would get a second (or an
+# empty-named) head, is one line at start-up, before any network is built or any file touched
+TINY = ("--random_init true --data shapes --img_size 16 --patch_size 4 --model micro --pred_depth 1 --pred_width 32 "
+        "--train_images 16 --val_images 8 --batch_size 8 --max_steps 1 --workers 0").split()
+
+
+@pytest.mark.parametrize("args, message", [
+    ("--protocol multitask --tasks ,", "--tasks ',' has an empty task name"),
+    ("--protocol multitask --tasks shape,", "--tasks 'shape,' has an empty task name"),
+    ("--protocol multitask --tasks shape,shape", "--tasks 'shape,shape' repeats task shape;"),
+    ("--protocol multitask --tasks count,shape,color,count", "repeats task count;"),
+    ("--protocol predictor --tasks count", "--tasks applies to --protocol multitask only; --protocol predictor takes "
+                                           "--label"),
+    ("--protocol linear --tasks color,count", "--tasks applies to --protocol multitask only"),
+    ("--tasks count", "--tasks applies to --protocol multitask only; --protocol linear"),  # the default protocol
+    ("--protocol multitask --label count", "--label applies to --protocol linear, attentive, predictor, encoder, "
+                                           "end_to_end only; --protocol multitask takes --tasks"),
+    ("--protocol multitask --label count --tasks count", "--label applies to"),
+])
+def test_label_and_tasks_the_protocol_would_ignore_or_duplicate_are_refused(tmp_path, monkeypatch, capsys, args,
+                                                                            message):
+    monkeypatch.setattr(finetune, "load_models", lambda cfg: pytest.fail("a network was built"))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        finetune.main(TINY + args.split() + ["--out_dir", str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("finetune.py: error: ") and message in err, err
+    assert not out.exists()
+
+
+def test_multitask_baseline_refuses_label(tmp_path, capsys):  # it was ignored: each single-task run sets its own
+    spec = importlib.util.spec_from_file_location("multitask_baseline", ROOT / "scripts" / "multitask_baseline.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit) as e:
+        script.main(TINY + ["--label", "color", "--out_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"{script.PROG}: error: --label applies to --protocol linear"), err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("protocol,flags", [(p, []) for p in finetune.PROTOCOLS] +
