@@ -8,13 +8,17 @@ imported from a clone that you give.
         --method ijepa --loss smooth_l1 --steps 5 --warmup 2
 
 `--masks ours` feeds the official step the masks that bench.py's steps use (masks.sample_masks seeded by the step
-index, as train.py does with seed 0), so that both codes run the same token counts; the default is the official
-MaskCollator. Both scripts warm up on other steps, pass once over the timed steps, and time a second pass.
+index as train.step_randomness seeds it, with the seed and mask keys of --ours FLAGS, else train.py's defaults), so
+that both codes run the same token counts; the default is the official MaskCollator. Both scripts warm up on other
+steps, pass once over the timed steps, and time a second pass.
 
 The timed step is the official loop body, as written there: the MaskCollator call (it runs in the loader workers
 there, so it is timed separately and reported apart), target forward + layer norm + apply_masks, context encoder
 + predictor, smooth L1, backward, AdamW step, the Python EMA loop and `float(loss)`. Official I-JEPA masks and
 ImageNet recipe (1 context block of scale 0.85-1, 4 target blocks 0.15-0.2, aspect 0.75-1.5, min_keep 10).
+
+`--device meta` is for tests (tests/test_bench_official.py): no data and no figures worth reading, but CPU tensors and
+meta ones cannot mix, so an input made on the wrong device fails there as CPU images fed to GPU models did on an H200.
 """
 import argparse
 import os
@@ -36,6 +40,8 @@ p.add_argument("--batch_size", type=int, default=16)
 p.add_argument("--steps", type=int, default=5)
 p.add_argument("--warmup", type=int, default=2)
 p.add_argument("--masks", choices=("official", "ours"), default="official")
+p.add_argument("--device", default="auto", help="auto (cuda where there is one, else cpu), cpu, cuda, cuda:N or meta "
+                                                "(tests: a second device on any machine)")
 p.add_argument("--ours", default=None, metavar="FLAGS",
                help='also time our train.train_step, of the same sizes on the same masks (implies --masks ours), '
                     'alternating step by step with the official one; FLAGS: train.py keys, e.g. "--method ijepa '
@@ -57,8 +63,45 @@ try:
 except ImportError as e:
     sys.exit(f"bench_official.py: cannot import the official code from {args.ijepa_dir!r} ({e})")
 
+try:
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+except RuntimeError:
+    device = None
+if device is None or device.type not in ("cpu", "cuda", "meta"):
+    sys.exit(f"bench_official.py: --device must be auto, cpu, cuda, cuda:N or meta, got {args.device!r}")
+if device.type == "cuda" and not torch.cuda.is_available():
+    sys.exit(f"bench_official.py: --device {args.device}: this machine has no CUDA GPU")
+use_bf16 = device.type == "cuda"
+sync = (lambda loss: None) if device.type == "meta" else float  # a meta tensor holds no value to read
+
+
+class CpuAutocastOnMeta(torch.autocast):
+    """torch.autocast has no meta backend, even switched off (it is off there, as on the CPU: bf16 on CUDA only).
+    Both codes open one in their step: on meta it is a switched-off CPU one, a no-op that moves nothing."""
+
+    def __init__(self, device_type, *a, **k):
+        if device_type == "meta":
+            assert not k.get("enabled", True), "autocast switched on for meta"
+            device_type = "cpu"
+        super().__init__(device_type, *a, **k)
+
+
+if device.type == "meta":
+    torch.autocast = CpuAutocastOnMeta
+
+
+def our_config():
+    """train.py's config of our step for --ours: the official step's sizes, batch and device, then FLAGS."""
+    flags = ["--model", args.model.removeprefix("vit_"), "--patch_size", str(args.patch_size), "--img_size",
+             str(args.img_size), "--pred_depth", str(args.pred_depth), "--pred_width", str(args.pred_width),
+             "--batch_size", str(args.batch_size), "--seed", "0",
+             "--device", "cpu" if device.type == "meta" else str(device)]  # train.py knows no meta; unused by build
+    return train.check_config(cli.parse_config(train.CONFIG, flags + args.ours.split(), "bench_official.py"),
+                              "bench_official.py")
+
+
+cfg = our_config() if args.ours is not None else train.CONFIG  # the mask keys of --masks ours
 torch.manual_seed(0)
-device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 encoder, predictor = init_model(device, args.patch_size, args.model, args.img_size, args.pred_depth, args.pred_width)
 target_encoder = init_model(device, args.patch_size, args.model, args.img_size, 1, args.pred_width)[0]
 target_encoder.load_state_dict(encoder.state_dict())
@@ -72,16 +115,16 @@ collator = MaskCollator(input_size=(args.img_size, args.img_size), patch_size=ar
                         enc_mask_scale=(0.85, 1.0), pred_mask_scale=(0.15, 0.2), aspect_ratio=(0.75, 1.5),
                         nenc=1, npred=4, min_keep=10, allow_overlap=False)
 batch = [(torch.randn(3, args.img_size, args.img_size), 0) for _ in range(args.batch_size)]
-use_bf16 = device.type == "cuda"
 
 
 def collate(i):
     if args.masks == "official":
         return collator(batch)
-    c, grid = train.CONFIG, (args.img_size // args.patch_size,) * 2
+    c, grid = cfg, (args.img_size // args.patch_size,) * 2  # as train.step_randomness draws them
     ctx, tgt = ours.sample_masks(len(batch), grid, num_targets=c["num_targets"], target_scale=c["target_scale"],
                                  target_aspect=c["target_aspect"], context_scale=c["context_scale"],
-                                 min_keep=c["min_keep"], generator=torch.Generator().manual_seed(i))
+                                 min_keep=c["min_keep"],
+                                 generator=torch.Generator().manual_seed(c["seed"] * 1_000_003 + i))
     return (torch.stack([b[0] for b in batch]), None), ctx, tgt
 
 
@@ -104,17 +147,13 @@ def step(i):
     with torch.no_grad():
         for q, k in zip(encoder.parameters(), target_encoder.parameters()):
             k.data.mul_(0.996).add_((1. - 0.996) * q.detach().data)
-    float(loss)  # the official loop's host sync
+    sync(loss)  # the official loop's host sync, float(loss)
     return (time.perf_counter() - t0) * 1e3, (t1 - t0) * 1e3
 
 
 def our_step():
     """bench.py's step (train.train_step) for --ours: same sizes, batch and device; step i draws the masks that
     collate(i) gives the official step."""
-    flags = ["--model", args.model.removeprefix("vit_"), "--patch_size", str(args.patch_size), "--img_size",
-             str(args.img_size), "--pred_depth", str(args.pred_depth), "--pred_width", str(args.pred_width),
-             "--batch_size", str(args.batch_size), "--device", device.type, "--seed", "0"] + args.ours.split()
-    cfg = train.check_config(cli.parse_config(train.CONFIG, flags, "bench_official.py"), "bench_official.py")
     enc, pred = M.build_models(cfg, augment.ACTION_NAMES)
     run = train.build(dict(cfg, accum=1), 0, 1, device, enc, pred, args.warmup + args.steps)
     imgs = [torch.randint(0, 256, (args.batch_size, 3, args.img_size, args.img_size), dtype=torch.uint8, device=device)]
@@ -122,7 +161,7 @@ def our_step():
 
     def step_ours(i):
         t0 = time.perf_counter()
-        float(train.train_step(run, i, imgs)["losses"][-1])  # a sync, as the official loop's float(loss)
+        sync(train.train_step(run, i, imgs)["losses"][-1])  # a sync, as the official loop's float(loss)
         return (time.perf_counter() - t0) * 1e3, 0.0
     return step_ours
 

@@ -6,10 +6,15 @@
 #      largest of 64/32/16: ms/step (and at the first sight of the steps' token counts; see bench.py), images/s,
 #      peak memory per image, model GFLOP per image, MFU;
 #   3. a ~2-minute real training run (configs/quickstart.json at batch 256) and the MRR in its log;
-#   4. the two ViT-B rows again with --compile true at the batch found in 2, each in a fresh process.
+#   4. with IJEPA_DIR (a clone of github.com/facebookresearch/ijepa): our step against the official I-JEPA step,
+#      scripts/bench_official.py --ours at ViT-B/16, 224, batch 256 (bf16): I-JEPA mode per-block and one-pass
+#      (predictor 6x384), IWM-Equi 18x384; ms/step is ours, the note the official figure and the ratio. Without
+#      IJEPA_DIR one row says "skipped: no IJEPA_DIR";
+#   5. the two ViT-B rows again with --compile true at the batch found in 2, each in a fresh process.
 # The steps run in that order, each under a time limit cut from what is left of GPU_CHECK_BUDGET (default 465 s),
 # so the whole check stays within 8 minutes; a step that runs out is cut or skipped and its rows say so.
-# --smoke: the same pipeline on the CPU at toy shapes (tests/test_bench.py runs it; compile rows are skipped).
+# --smoke: the same pipeline on the CPU at toy shapes (tests/test_bench.py runs it; compile rows are skipped; step 4
+# runs at toy shapes only with IJEPA_DIR, and without it adds no row, only a line on stderr).
 # Without a GPU (and without --smoke) it prints one line and exits 0. Logs: runs/gpu_check/ (GPU_CHECK_DIR).
 # Exit status 1 when a test or a row failed.
 # Usage: bash scripts/gpu_check.sh [--smoke]
@@ -38,12 +43,16 @@ if [ "$SMOKE" = 1 ]; then  # toy shapes on the CPU: every step of the pipeline i
   TESTS=(tests/test_summarize.py::test_tables_from_results)  # the plumbing only: one quick torch-free test
   TRAIN_BATCH=4; TRAIN_S=90
   TRAIN_EXTRA="$TOY --workers 0 --max_steps 2 --eval_images 2 --eval_bank 4 --probe_images 16"
+  SIDE_EXTRA="--device cpu --model vit_tiny --img_size 16 --patch_size 4 --pred_depth 1 --pred_width 48"
+  SIDE_EXTRA+=" --batch_size 4 --steps 1 --warmup 1"  # vit_tiny: a name the official code has; 48: its 3 heads
+  SIDE_OURS="--min_keep 4"
 else
   BENCH_EXTRA=""
   BATCHES=256,128,64; H_BATCHES=64,32,16
   TESTS=(-k "not gpu_check")  # all but this script's own tests (CPU work, and the smoke test would recurse)
   TRAIN_BATCH=256; TRAIN_S=130
   TRAIN_EXTRA="--workers 8 --data_length 768000 --max_steps 3000"  # stopped by time (SIGTERM) near 2 minutes
+  SIDE_EXTRA=""; SIDE_OURS=""
 fi
 
 # bench.py rows in one process, in order; a row is "NAME|BATCHES|FLAGS": the first of the comma list BATCHES that
@@ -113,6 +122,26 @@ with open(res, "a") as f:
         else:
             row = {"ok": False, "note": f"exit status {rc}, see {log}"}
         f.write(json.dumps(dict(row, name=name, wall_s=float(wall) if rc != "skip" else None)) + "\n")
+PY
+)
+# The side by side's row from bench_official.py's output: ms/step and images/s ours, the official step in the note.
+SIDE_PY=$(cat <<'PY'
+import json, re, sys
+res, name, log, rc, wall = sys.argv[1:]
+text = open(log).read()
+head = re.search(r"^official I-JEPA .*, batch (\d+), ", text, re.M)
+off = re.search(r"^official: median (\d+) ms/step.* mask collation ([\d.]+) ms", text, re.M)
+ours = re.search(r"^ours: median (\d+) ms/step.*\(ratio of medians ([\d.]+)", text, re.M)
+row = {"name": name, "ok": rc == "0" and bool(head and off and ours), "wall_s": float(wall)}
+if row["ok"]:
+    B, ms = int(head[1]), float(ours[1])
+    row.update(batch_size=B, ms_per_step=ms, img_per_s=1e3 * B / ms if ms else None,
+               note=f"ratio {ours[2]} to the official step's {off[1]} ms (masks {off[2]} ms apart)")
+else:
+    last = [line for line in text.splitlines() if line.strip()][-1:] or [""]
+    row["note"] = f"exit status {rc}, see {log}: {last[0][:80]}"
+with open(res, "a") as f:
+    f.write(json.dumps(row) + "\n")
 PY
 )
 TABLE_PY=$(cat <<'PY'
@@ -196,7 +225,30 @@ else
   fill "$DIR/train.log" "$NAME"
 fi
 
-# 4. the ViT-B rows compiled, at the batch the eager row found, each in a fresh process (fresh dynamo caches)
+# 4. ours against the official I-JEPA step, each row in its own process: "NAME|bench_official.py flags|--ours FLAGS"
+SIDE_B16="--model vit_base --patch_size 16 --img_size 224 --pred_width 384 --batch_size 256 --steps 5 --warmup 2"
+SIDE=("ours/official: I-JEPA 6x384, per-block|$SIDE_B16 --pred_depth 6|--method ijepa --loss smooth_l1"
+      "ours/official: I-JEPA 6x384, one-pass|$SIDE_B16 --pred_depth 6|--method ijepa --loss smooth_l1 --one_pass true"
+      "ours/official: IWM-Equi 18x384|$SIDE_B16 --pred_depth 18|--cond feature --method iwm")
+if [ -z "${IJEPA_DIR:-}" ] && [ "$SMOKE" = 1 ]; then
+  echo "gpu_check: ours/official I-JEPA step (bench_official.py) skipped: no IJEPA_DIR" >&2
+elif [ -z "${IJEPA_DIR:-}" ]; then
+  skip_row "ours/official I-JEPA step (bench_official.py)" "skipped: no IJEPA_DIR (a clone of facebookresearch/ijepa)"
+else
+  for i in "${!SIDE[@]}"; do
+    IFS="|" read -r name flags ours <<< "${SIDE[$i]}"
+    log="$DIR/bench_official_$i.log"
+    # shellcheck disable=SC2086  # flags: a list of flags
+    if run_step 120 "$log" python scripts/bench_official.py --ijepa_dir "$IJEPA_DIR" $flags $SIDE_EXTRA \
+        --ours "$ours $SIDE_OURS" && [ "$RC" != 124 ] && [ "$RC" != 137 ]; then
+      python -c "$SIDE_PY" "$RES" "$name" "$log" "$RC" "$WALL"
+    else
+      fill "$log" "$name"
+    fi
+  done
+fi
+
+# 5. the ViT-B rows compiled, at the batch the eager row found, each in a fresh process (fresh dynamo caches)
 for row in "$IWM" "$IJEPA"; do
   b=$(batch_of "$row, eager")
   name="$row, --compile true"

@@ -30,7 +30,7 @@ def test_bench_reports_all_stages(capsys, monkeypatch):
 
 
 def test_gpu_check_smoke_prints_summary_table(tmp_path):
-    env = dict(os.environ, GPU_CHECK_DIR=str(tmp_path))
+    env = dict(os.environ, GPU_CHECK_DIR=str(tmp_path), IJEPA_DIR="")  # the counts below: no side-by-side
     p = subprocess.run(["bash", SCRIPT, "--smoke"], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
@@ -44,7 +44,7 @@ def test_gpu_check_smoke_prints_summary_table(tmp_path):
 
 
 def test_gpu_check_time_budget_cuts_rows_not_the_table(tmp_path):
-    env = dict(os.environ, GPU_CHECK_DIR=str(tmp_path), GPU_CHECK_BUDGET="5")
+    env = dict(os.environ, GPU_CHECK_DIR=str(tmp_path), GPU_CHECK_BUDGET="5", IJEPA_DIR="")
     p = subprocess.run(["bash", SCRIPT, "--smoke"], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count("skipped: the time budget is spent") == 5 and "0 ok, 0 failed, 7 skipped" in p.stdout
