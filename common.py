@@ -218,9 +218,8 @@ def peak_mem_gb(device):
 
 
 def ignore_stop_signals(_worker_id=None):
-    """DataLoader worker_init_fn: Ctrl-C and SIGTERM reach the loader workers too (one process group), and a worker
-    killed by them makes the next batch raise in the main process. The main process stops them itself after its
-    graceful stop, so they ignore both."""
+    """DataLoader worker_init_fn: Ctrl-C and SIGTERM reach the workers too (one process group), and one killed by
+    them makes the next batch raise; the main process stops them itself after its graceful stop, so they ignore both."""
     for s in GracefulStop.SIGNALS:
         signal.signal(s, signal.SIG_IGN)
 

@@ -330,8 +330,9 @@ def load_checkpoint(path, flags=None, need=NETS):
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
     except Exception as e:  # truncated, text or a pickle of other classes; torch's message can span many lines
         first = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:160]  # torch's first sentence says it
-        raise ValueError(f"cannot read checkpoint {path} (truncated, or not a torch.save file): "
-                         f"{type(e).__name__}: {first}") from None
+        why = "it holds more than weights, and loading it could run code" if first.startswith("Weights only") \
+            else "truncated, or not a torch.save file"
+        raise ValueError(f"cannot read checkpoint {path} ({why}): {type(e).__name__}: {first}") from None
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path} is not a checkpoint: it holds a {type(ckpt).__name__}, not a dict")
     absent = [repr(k) for k in need if not isinstance(ckpt.get(k), dict)]

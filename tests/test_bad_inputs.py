@@ -34,6 +34,11 @@ BASE = {"train": TINY + ["--out_dir", "{out}"],
 ABSENT_GPU = f"cuda:{torch.cuda.device_count()}"  # a CUDA device this machine lacks, with or without GPUs
 
 
+class Callable:
+    def __reduce__(self):  # what a malicious checkpoint does with os.system
+        return print, ("this must never run",)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """Every file a row is given, made once: {name: path}. `run` is a finished train.py run (latest.pt and
@@ -41,7 +46,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
     f = {k: str(d / k) for k in ("run", "ck", "text", "truncated", "foreign", "list", "nopred", "official", "empty",
                                  "corrupt", "noval", "afile", "list_json", "short_json", "step_abc", "opt_empty",
-                                 "dir_files")}
+                                 "dir_files", "malicious")}
     train.main(TINY + ["--epochs", "1", "--max_steps", "2", "--out_dir", f["run"]])
     ck = torch.load(os.path.join(f["run"], "latest.pt"), weights_only=True)
     torch.save(ck, f["ck"])
@@ -53,6 +58,7 @@ def files(tmp_path_factory):
     torch.save({"x": 1}, f["foreign"])
     torch.save([1, 2], f["list"])
     torch.save({k: ck[k] for k in ("encoder", "target_encoder", "config")}, f["nopred"])
+    torch.save({"encoder": Callable()}, f["malicious"])  # unpickling it would call print: weights_only refuses
     torch.save(dict(ck, step="abc"), f["step_abc"])  # hand-edited checkpoints
     torch.save(dict(ck, opt={}), f["opt_empty"])
     for name in ("latest.pt", "log.jsonl"):  # a run's file names, as folders
@@ -131,6 +137,8 @@ ROWS = [
     row("train", "run-files-are-folders", "--out_dir {dir_files} --resume latest",
         "--out_dir {dir_files}: latest.pt, log.jsonl should be a file"),
     row("finetune", "run-files-are-folders", "--out_dir {dir_files} --resume latest", "latest.pt, log.jsonl should"),
+    row("evaluate_mrr", "ckpt-malicious", "--ckpt {malicious}",
+        "cannot read checkpoint {malicious} (it holds more than weights, and loading it could run code)"),
     row("train", "resume-step-edited", "--resume {step_abc} --epochs 1", "{step_abc}: its step 'abc' is not a step count"),
     row("train", "resume-opt-emptied", "--resume {opt_empty} --epochs 1", "{opt_empty}: its 'opt' state does not fit this run"),
     row("evaluate_mrr", "png-a-folder", "--png {out}", "--png {out} must name a .png file"),
