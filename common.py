@@ -181,10 +181,9 @@ def kill_workers():
 @contextlib.contextmanager
 def running(prog):
     """Around a run, start-up included: any error ends the process within seconds, the loader workers killed first
-    (they ignore SIGINT and SIGTERM, so Python's exit handler would wait for them forever). An error of the run's
-    surroundings (a file or the disk: OSError; the data: ValueError; anything a loader worker raised) is one line,
-    exit status EXIT_FAILED (NaN: EXIT_NONFINITE); a bug keeps its traceback. The out_dir locks taken inside
-    (prepare_out_dir) are released however it ends."""
+    (they ignore SIGINT and SIGTERM: Python's exit handler would wait for them forever). An error of the run's
+    surroundings (the disk, a file: OSError; the data: ValueError; a loader worker's) is one line, EXIT_FAILED (NaN:
+    EXIT_NONFINITE); a bug keeps its traceback. The out_dir locks taken inside are released however it ends."""
     held = len(HELD)
     try:
         yield
@@ -304,9 +303,8 @@ def claim_out_dir(cfg):
 
 
 def lock_out_dir(out):
-    """This process's hold on a run folder: an exclusive flock on out/.lock, which the kernel drops when the process
-    ends (kill -9 too), so a crashed run's lock is stale by construction. Returns the descriptor; held by a live
-    run: ValueError naming it."""
+    """This process's hold on a run folder: an exclusive flock on out/.lock, dropped by the kernel when the process
+    ends (kill -9 too), so a crashed run's lock is stale by construction. Held by a live run: ValueError naming it."""
     fd = os.open(os.path.join(out, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

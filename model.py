@@ -341,8 +341,10 @@ def load_checkpoint(path, flags=None, need=NETS):
     stored, flags = isinstance(ckpt.get("config"), dict), dict(flags or {})
     try:
         run = {**LEGACY, **(ckpt["config"] if stored else _infer_arch(ckpt))}
+        if any(type(run.get(k, 0)) is not int for k in SHAPE_KEYS[1:]):  # a config edited by hand, or damaged
+            raise TypeError(f"sizes {', '.join(f'{k} {run.get(k)!r}' for k in SHAPE_KEYS[1:])}: not all whole numbers")
     except (KeyError, IndexError, AttributeError, TypeError) as e:
-        raise ValueError(f"cannot tell the architecture of {path} from its weights ({type(e).__name__}: {e})") from None
+        raise ValueError(f"cannot tell the architecture of {path} ({type(e).__name__}: {e})") from None
     plain = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # JSON and torch.save keep tuples apart
     bad = [f"--{k} {v} vs checkpoint {run.get(k)}" for k, v in flags.items()
            if (stored or run.get(k)) and plain(v) != plain(run.get(k))]  # inferred: only what the shapes tell

@@ -46,7 +46,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
     f = {k: str(d / k) for k in ("run", "ck", "text", "truncated", "foreign", "list", "nopred", "official", "empty",
                                  "corrupt", "noval", "afile", "list_json", "short_json", "step_abc", "opt_empty",
-                                 "dir_files", "malicious")}
+                                 "dir_files", "malicious", "size_text")}
     train.main(TINY + ["--epochs", "1", "--max_steps", "2", "--out_dir", f["run"]])
     ck = torch.load(os.path.join(f["run"], "latest.pt"), weights_only=True)
     torch.save(ck, f["ck"])
@@ -60,6 +60,7 @@ def files(tmp_path_factory):
     torch.save({k: ck[k] for k in ("encoder", "target_encoder", "config")}, f["nopred"])
     torch.save({"encoder": Callable()}, f["malicious"])  # unpickling it would call print: weights_only refuses
     torch.save(dict(ck, step="abc"), f["step_abc"])  # hand-edited checkpoints
+    torch.save(dict(ck, config=dict(ck["config"], img_size="16")), f["size_text"])
     torch.save(dict(ck, opt={}), f["opt_empty"])
     for name in ("latest.pt", "log.jsonl"):  # a run's file names, as folders
         os.makedirs(os.path.join(f["dir_files"], name))
@@ -139,6 +140,8 @@ ROWS = [
     row("finetune", "run-files-are-folders", "--out_dir {dir_files} --resume latest", "latest.pt, log.jsonl should"),
     row("evaluate_mrr", "ckpt-malicious", "--ckpt {malicious}",
         "cannot read checkpoint {malicious} (it holds more than weights, and loading it could run code)"),
+    row("evaluate_mrr", "ckpt-size-edited", "--ckpt {size_text}", "sizes img_size '16', patch_size 4, pred_depth 1,"),
+    row("train", "init-size-edited", "--init {size_text}", "cannot tell the architecture of {size_text} (TypeError"),
     row("train", "resume-step-edited", "--resume {step_abc} --epochs 1", "{step_abc}: its step 'abc' is not a step count"),
     row("train", "resume-opt-emptied", "--resume {opt_empty} --epochs 1", "{opt_empty}: its 'opt' state does not fit this run"),
     row("evaluate_mrr", "png-a-folder", "--png {out}", "--png {out} must name a .png file"),
