@@ -33,10 +33,11 @@ def main(argv=None):
     cfg, rank, world, device = finetune.setup(argv, PROG, __doc__, dict(finetune.CONFIG, protocol="multitask"))
     if cfg["protocol"] != "multitask":
         common.fail(PROG, f"--protocol must be multitask, got {cfg['protocol']!r}")
-    try:
-        metrics = compare(cfg, rank, world, device)
-    except (ValueError, FileNotFoundError) as e:
-        common.fail(PROG, e)
+    with common.running(PROG):  # out_dir locks released at the end; an error: workers killed, one line
+        try:
+            metrics = compare(cfg, rank, world, device)
+        except (ValueError, FileNotFoundError) as e:  # the checkpoint, the labels, the data
+            common.fail(PROG, e)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
