@@ -142,8 +142,10 @@ ROWS = [
         "cannot read checkpoint {malicious} (it holds more than weights, and loading it could run code)"),
     row("evaluate_mrr", "ckpt-size-edited", "--ckpt {size_text}", "sizes img_size '16', patch_size 4, pred_depth 1,"),
     row("train", "init-size-edited", "--init {size_text}", "cannot tell the architecture of {size_text} (TypeError"),
-    row("train", "resume-step-edited", "--resume {step_abc} --epochs 1", "{step_abc}: its step 'abc' is not a step count"),
-    row("train", "resume-opt-emptied", "--resume {opt_empty} --epochs 1", "{opt_empty}: its 'opt' state does not fit this run"),
+    row("train", "resume-step-edited", "--resume {step_abc} --epochs 1",
+        "{step_abc}: its step 'abc' is not a step count"),
+    row("train", "resume-opt-emptied", "--resume {opt_empty} --epochs 1",
+        "{opt_empty}: its 'opt' state does not fit this run"),
     row("evaluate_mrr", "png-a-folder", "--png {out}", "--png {out} must name a .png file"),
     row("evaluate_mrr", "png-no-extension", "--png {out}/nn", "--png {out}/nn must name a .png file"),
     # data: an empty folder, unreadable images, an ImageFolder without val/
