@@ -6,11 +6,13 @@ Stages (run in the order given):
            real training loop of configs/gpu.json for --speed_steps steps alone, then --share copies at once
            (images/s, data wait and peak memory from each run's log.jsonl)
   profile  the real loop of configs/gpu.json for --speed_steps steps under torch.profiler (host and device time per
-           op, in logs/profile.txt): where the loop's time goes beyond bench.py's step
+           op, in logs/profile.txt) and CUDA's sync debug mode (every host sync, counted by the line that made it):
+           where the loop's time goes beyond bench.py's step
   recipe   configs/gpu.json for --seeds, and the scaling curve: the same recipe at --curve multiples of the quick
            start's 44,800 images (the largest multiple is gpu.json itself, so its seeds are the curve's last point);
-           each run then gets evaluate_mrr.py (bank 256) and, for seed 0, linear probes of every label against a
-           random init of the same architecture. Runs go --par at a time on the one GPU.
+           --variants are seed-0 runs of the recipe with other flags (an lr rule, say); each run then gets
+           evaluate_mrr.py (bank 256) and the recipe's seed 0 linear probes of every label against a random init
+           of the same architecture. Runs go --par at a time on the one GPU.
 Every command gets at most what is left of --budget; a training run that reaches it is stopped by SIGTERM (train.py
 saves, then exits 143) and its row says "cut". --smoke runs everything on the CPU at toy shapes in seconds
 (tests/test_gpu_runs.py). Rows: {"stage", "job", "what", "rc", "wall_s", "cut", ...figures}.
@@ -137,13 +139,21 @@ def last_top1(text):
 
 
 PROFILE_PY = """
-import sys, torch, train
+import collections, sys, warnings, torch, train
 from torch.profiler import ProfilerActivity, profile
 acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+syncs = collections.Counter()  # every host sync of the loop on CUDA, by the line that made it
+if torch.cuda.is_available():
+    torch.cuda.set_sync_debug_mode("warn")
+    warnings.simplefilter("always")
+    warnings.showwarning = lambda msg, cat, file, line, *a: syncs.update([f"{file}:{line}: {str(msg)[:60]}"])
 with profile(activities=acts) as prof:
     train.main(sys.argv[1:])
 for key in ["self_cpu_time_total"] + (["self_cuda_time_total"] if torch.cuda.is_available() else []):
     print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+print("SYNCS " + str(sum(syncs.values())))
+for where, n in syncs.most_common(20):
+    print(f"  {n:6d}  {where}")
 """
 
 
@@ -154,7 +164,9 @@ def profile_run(s):
     steps = ["--max_steps", "4" if s.args.smoke else str(s.args.speed_steps), "--eval_every", "0"]
     cmd = [sys.executable, "-c", PROFILE_PY] + train_cmd(s, d, steps)[2:]
     rc, wall, cut, text = s.run("profile", cmd)
-    s.row(stage="profile", job="profile", what="train", rc=rc, wall_s=wall, cut=cut, **train_figures(d))
+    m = re.search(r"^SYNCS (\d+)", text, re.M)  # host syncs over the whole run (CUDA only; the CPU has none)
+    s.row(stage="profile", job="profile", what="train", rc=rc, wall_s=wall, cut=cut,
+          syncs=int(m.group(1)) if m else None, **train_figures(d))
 
 
 def bench_rows(s, batches, compile_batch=0):
@@ -204,21 +216,23 @@ def config(s):
 
 
 def recipe_jobs(s):
-    """(name, seed, images multiple) of every run, longest first so that they start first."""
+    """(name, seed, images multiple, extra train.py flags) of every run, longest first so that they start first:
+    the recipe's seeds, its --variants (seed 0, the recipe with NAME's flags) and the curve's points."""
     full = config(s)["data_length"] // QUICK_IMAGES
-    jobs = [(f"gpu_s{seed}", seed, full) for seed in s.args.seeds]
-    jobs += [(f"curve{k}x_s0", 0, k) for k in s.args.curve if k != full]
+    jobs = [(f"gpu_s{seed}", seed, full, []) for seed in s.args.seeds]
+    jobs += [(f"gpu_{name}_s0", 0, full, flags.split()) for name, flags in s.args.variants]
+    jobs += [(f"curve{k}x_s0", 0, k, []) for k in s.args.curve if k != full]
     return sorted(jobs, key=lambda j: -j[2])
 
 
-def recipe_job(s, name, seed, mult):
+def recipe_job(s, name, seed, mult, flags):
     d = os.path.join(s.runs, name)
-    extra = ["--seed", str(seed), "--workers", str(s.args.workers)]
+    extra = ["--seed", str(seed), "--workers", str(s.args.workers)] + flags
     if not s.args.smoke:
         extra += ["--data_length", str(mult * QUICK_IMAGES)]
     rc, wall, cut, _ = s.run(name, train_cmd(s, d, extra), reserve=s.args.reserve)
     s.row(stage="recipe", job=name, what="train", seed=seed, images=mult * QUICK_IMAGES, rc=rc, wall_s=wall, cut=cut,
-          batch_size=config(s)["batch_size"], **train_figures(d))
+          batch_size=config(s)["batch_size"], flags=" ".join(flags), **train_figures(d))
     s.pack()
     ckpt = os.path.join(d, "latest.pt")
     if not os.path.exists(ckpt):
@@ -227,8 +241,8 @@ def recipe_job(s, name, seed, mult):
                                                 if s.args.smoke else [])
     rc, wall, cut, text = s.run(name + "_mrr", [sys.executable, "evaluate_mrr.py", "--ckpt", ckpt] + ev)
     s.row(stage="recipe", job=name, what="mrr", seed=seed, images=mult * QUICK_IMAGES, rc=rc, wall_s=wall, cut=cut,
-          **mrr_figures(text))
-    if seed == 0 and mult == max(j[2] for j in recipe_jobs(s)):
+          flags=" ".join(flags), **mrr_figures(text))
+    if name == "gpu_s0":  # the recipe itself
         keep_weights(s, name, ckpt)
         probes(s, name, ckpt)
     s.pack()
@@ -275,13 +289,18 @@ def main(argv=None):
     ap.add_argument("--share_workers", type=int, default=3)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--curve", default="1,4,16,64", help="multiples of 44,800 images")
+    ap.add_argument("--variants", default="", help="seed-0 runs of the recipe with other flags, "
+                    "'NAME=FLAGS;NAME=FLAGS', e.g. 'lr1.7e-3=--lr 0.0017'")
     ap.add_argument("--par", type=int, default=6, help="recipe runs at once")
     ap.add_argument("--workers", type=int, default=3, help="loader workers per recipe run")
     ap.add_argument("--reserve", type=float, default=60, help="seconds kept for evaluation after a cut training run")
     ap.add_argument("--smoke", action="store_true", help="CPU, toy shapes, seconds")
     args = ap.parse_args(argv)
     args.seeds = [int(x) for x in args.seeds.split(",")]
-    args.curve = [int(x) for x in args.curve.split(",")]
+    args.curve = [int(x) for x in args.curve.split(",") if x]
+    args.variants = [v.split("=", 1) for v in args.variants.split(";") if v]
+    if any(len(v) != 2 or not re.fullmatch(r"[\w.-]+", v[0]) for v in args.variants):
+        ap.error(f"--variants must be 'NAME=FLAGS;...' with NAME letters, digits, '.', '-', got {args.variants}")
     args.speed_batches = [int(x) for x in args.speed_batches.split(",") if x]
     s = Session(args)
     s.row(stage="start", job="session", what=" ".join(sys.argv[1:] if argv is None else argv), budget_s=args.budget)

@@ -26,7 +26,7 @@ def load(rows_path):
     trained = {(r["job"]): r for r in rows if r.get("what") == "train"}
     gpu = collections.defaultdict(list)
     for r in rows:
-        if r.get("what") == "mrr" and "mrr" in r:
+        if r.get("what") == "mrr" and "mrr" in r and not r.get("flags"):  # gpu_runs.py --variants: not the curve
             t = trained.get(r["job"], {})
             seen = t["step"] * t.get("batch_size", 256) if t.get("cut") else r["images"]  # 256: configs/gpu.json
             gpu[seen].append(dict(r, cut=bool(t.get("cut")), step=t.get("step")))

@@ -30,7 +30,7 @@ ORDER = (("Table 1", "Table 1: the world model needs the action (conditioning)")
          ("Tables 4 and 8", "Tables 4 and 8: leveraging the world model (finetuning and probes)"),
          ("Figure 4", "Figure 4: does MRR go with the downstream protocols?"),
          ("recipe", "The laptop recipe: the quick start and its levers"))
-CHANCE = {"shape": 100 / 6, "color": 100 / 6, "color": 100 / 6, "count": 25.0}  # data.Shapes: 6 / 6 / 4 classes
+CHANCE = {"shape": 100 / 6, "color": 100 / 6, "count": 25.0}  # data.Shapes: 6 / 6 / 4 classes
 
 
 # ----------------------------------------------------------------------------- the paper's tables (paper_tables.sh)
@@ -250,6 +250,14 @@ def gpu_section(day, meta):
                                r["command"][4:].strip(", ") if r["command"].startswith("same") else "(the command)"]
                               for r in qrows]), ""]
         rows = [json.loads(x) for x in open(recipe)]
+        variants = [r for r in rows if r.get("what") == "mrr" and "mrr" in r
+                    and (r.get("flags") or r["job"] == "gpu_s0")]
+        if any(r.get("flags") for r in variants):
+            keys = ("mrr", "mrr/clean", "mrr/brightness", "mrr/contrast", "mrr/saturation", "mrr/hue", "rank")
+            out += ["### The recipe's variants: seed 0 of configs/gpu.json with one change", "", f"- file: {rel}", "",
+                    md_table(["run", "flags", "MRR over sources", "clean", "brightness", "contrast", "saturation",
+                              "hue", "rank"], [[r["job"], r.get("flags") or "(the recipe)"] + [
+                                  f"{r[k]:.3f}" if k in r else "" for k in keys] for r in variants]), ""]
         probes = collections.defaultdict(dict)
         for r in rows:
             if str(r.get("what", "")).startswith("linear ") and "top1" in r:

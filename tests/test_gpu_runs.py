@@ -13,8 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
-    cmd = [sys.executable, "scripts/gpu_runs.py", "speed", "recipe", "--smoke", "--out", str(out), "--work", str(work),
-           "--batches", "4", "--speed_batches", "0", "--share", "1", "--seeds", "0", "--curve", "1", "--workers", "0"]
+    cmd = [sys.executable, "scripts/gpu_runs.py", "speed", "profile", "recipe", "--smoke", "--out", str(out), "--work",
+           str(work), "--batches", "4", "--speed_batches", "0", "--share", "1", "--seeds", "0", "--curve", "1",
+           "--workers", "0", "--variants", "lr2e-3=--lr 0.002"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stdout + p.stderr
     rows = [json.loads(line) for line in open(out / "rows.jsonl")]
@@ -26,6 +27,10 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
         assert train["rc"] == 0 and not train["cut"] and train["step"] == 8  # data_length 64 / batch 8
         assert mrr["rc"] == 0 and 0 < mrr["chance"] <= mrr["mrr"] <= 1 and mrr["rank"] > 0
         assert {"mrr/clean", "mrr/brightness", "mrr/hue", "null"} <= set(mrr)
+    variant = by["gpu_lr2e-3_s0", "mrr"]  # the recipe with one change: its own rows, probes only for the recipe
+    assert variant["flags"] == "--lr 0.002" and variant["rc"] == 0 and 0 < variant["mrr"] <= 1
+    assert "'lr': 0.002" in (work / "logs" / "gpu_lr2e-3_s0.txt").read_text()  # train.py's config line
+    assert by["profile", "train"]["rc"] == 0 and by["profile", "train"]["syncs"] == 0  # counted on CUDA only
     probes = [r for r in rows if r["what"].startswith("linear ")]
     assert len(probes) == 6 and all(r["rc"] == 0 and 0 <= r["top1"] <= 100 for r in probes)
     assert rows[-1]["what"] == "done"
@@ -39,3 +44,10 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "| 44,800 (1.0x) | curve1x_s0 |" in p.stdout
+    assert "gpu_lr2e-3_s0" not in p.stdout  # a variant is not a point of the curve
+
+
+def test_a_bad_variant_is_one_line():
+    p = subprocess.run([sys.executable, "scripts/gpu_runs.py", "recipe", "--smoke", "--variants", "a b=--lr 1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "--variants must be" in p.stderr.strip().splitlines()[-1]
