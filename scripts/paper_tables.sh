@@ -17,8 +17,11 @@
 # started before them. TRAIN_FLAGS is added to every train.py call (the GPU run in the README used
 # PAR=14 TRAIN_FLAGS="--dtype float32"). Finished runs are skipped (a `done` marker), so an interrupted call can
 # simply be repeated: an interrupted run continues from its latest.pt (--resume latest), or starts over
-# (--overwrite true) when it saved none. Each result line is appended to runs/paper/results.tsv as: table, run,
-# seed, metric, value, seconds.
+# (--overwrite true) when it saved none. Each result line is appended to RES (default runs/paper/results.tsv; it
+# starts with a `# label:` line) as: table, run, seed, metric, value, seconds. RUN_DIR replaces the runs' folder,
+# SEEDS (default "0 1 2") the pretraining seeds; MRR_FLAGS (default "--images 16 --bank 256") go to every
+# evaluate_mrr.py call. On a lent GPU: RES=$OUT/paper_tables.tsv, so that a cut call still returns its lines
+# (scripts/summarize.py --docs renders results/gpu/DATE/paper_tables.tsv).
 # PROFILE=gpu (issue 25): the same tables around configs/gpu.json (the quick start's networks at batch 256) with
 # MULT x 44,800 images (default 8: 358,400 images, 1,400 steps), probes and finetuning on the shape label (color reads
 # 97-100 % from any encoder, a random one included) with 8,000 / 2,000 images and 10 epochs, 6 runs at a time with
@@ -29,15 +32,18 @@ cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-laptop}
 TRAIN_FLAGS=${TRAIN_FLAGS:-}
 case $PROFILE in
-  laptop) OUT=runs/paper; BASE=configs/quickstart.json; LABEL=color; PAR=${PAR:-2}; NN=assets/nn.png
+  laptop) OUT=${RUN_DIR:-runs/paper}; BASE=configs/quickstart.json; LABEL=color; PAR=${PAR:-2}; NN=assets/nn.png
           FT_DATA="--train_images 2000 --val_images 1000 --epochs 5 --batch_size 64" ;;
-  gpu)    OUT=runs/paper_gpu; BASE=configs/gpu.json; LABEL=shape; PAR=${PAR:-6}; NN=assets/nn_gpu.png
+  gpu)    OUT=${RUN_DIR:-runs/paper_gpu}; BASE=configs/gpu.json; LABEL=shape; PAR=${PAR:-6}; NN=assets/nn_gpu.png
           TRAIN_FLAGS="--data_length $(( ${MULT:-8} * 44800 )) --workers 2 $TRAIN_FLAGS"
           FT_DATA="--train_images 8000 --val_images 2000 --epochs 10 --batch_size 256 --workers 2" ;;
   *) echo "paper_tables.sh: error: PROFILE must be laptop or gpu, got '$PROFILE'" >&2; exit 2 ;;
 esac
-RES=$OUT/results.tsv
-mkdir -p $OUT/ft
+RES=${RES:-$OUT/results.tsv}
+SEEDS=${SEEDS:-0 1 2}
+MRR_FLAGS=${MRR_FLAGS:---images 16 --bank 256}
+mkdir -p $OUT/ft "$(dirname "$RES")"
+[ -s "$RES" ] || echo "# label: $LABEL" > "$RES"
 TARGETS=${*:-table1 table2 longer table4 table8 fig1 summary}
 [ $PROFILE = gpu ] && TARGETS=${TARGETS//longer/}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TQDM_DISABLE=1
@@ -47,7 +53,7 @@ spawn() {  # spawn CMD...: run in the background once fewer than PAR runs are go
   "$@" &
 }
 
-pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, then its MRR (bank 256, 16 images)
+pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, then its MRR (MRR_FLAGS)
   local name=$1 seed=$2 dir=$OUT/$1_s$2; shift 2
   [ -f $dir/done ] && return 0
   local t0=$(date +%s) again="--overwrite true"; [ -f $dir/latest.pt ] && again="--resume latest"
@@ -55,11 +61,11 @@ pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, the
       $TRAIN_FLAGS > $dir.log 2>&1; then
     echo "pretrain $name seed $seed failed: see $dir.log" >&2; return 1
   fi
-  echo -e "pretrain\t$name\t$seed\tseconds\t$(( $(date +%s) - t0 ))\t$(( $(date +%s) - t0 ))" >> $RES
+  echo -e "pretrain\t$name\t$seed\tseconds\t$(( $(date +%s) - t0 ))\t$(( $(date +%s) - t0 ))" >> "$RES"
   local t1=$(date +%s)
-  python evaluate_mrr.py --ckpt $dir/latest.pt --images 16 --bank 256 > $dir.mrr 2>&1 \
+  python evaluate_mrr.py --ckpt $dir/latest.pt $MRR_FLAGS > $dir.mrr 2>&1 \
     || { echo "evaluate_mrr $name seed $seed failed: see $dir.mrr" >&2; return 1; }
-  echo -e "mrr\t$name\t$seed\tmrr\t$(tail -n 1 $dir.mrr | cut -d' ' -f4)\t$(( $(date +%s) - t1 ))" >> $RES
+  echo -e "mrr\t$name\t$seed\tmrr\t$(tail -n 1 $dir.mrr | cut -d' ' -f4)\t$(( $(date +%s) - t1 ))" >> "$RES"
   touch $dir/done
 }
 
@@ -79,7 +85,7 @@ finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on $LAB
   line=$(python finetune.py --protocol $proto --ckpt $OUT/${name}_s${seed}/latest.pt --label $LABEL \
          $FT_DATA --out_dir $dir $again "$@" 2>$dir.err \
          | tail -n 1) || { echo "finetune $table $name seed $seed $tag failed: see $dir.err" >&2; return 1; }
-  echo -e "$table\t$name\t$seed\t$tag\t${line##* }\t$(( $(date +%s) - t0 ))" >> $RES
+  echo -e "$table\t$name\t$seed\t$tag\t${line##* }\t$(( $(date +%s) - t0 ))" >> "$RES"
   mkdir -p $dir && touch $dir/done
 }
 
@@ -95,15 +101,15 @@ for target in $TARGETS; do
   t0=$(date +%s)
   case $target in
     table1)
-      for s in 0 1 2; do for c in sequence feature none; do spawn pretrain cond_$c $s --cond $c; done; done ;;
+      for s in $SEEDS; do for c in sequence feature none; do spawn pretrain cond_$c $s --cond $c; done; done ;;
     table2)
-      for s in 0 1 2; do
+      for s in $SEEDS; do
         for a in jitter iwm strong; do spawn pretrain ${a}_d1 $s --augment $a --pred_depth 1; done
         for a in jitter iwm; do spawn pretrain ${a}_d6 $s --augment $a; done
         spawn pretrain ijepa_d6 $s --method ijepa --vicreg_weight 0  # masking only
       done ;;
     longer)  # what more images change: the quick start at 4x, MRR and probes
-      for s in 0 1 2; do spawn long_run $s; done ;;
+      for s in $SEEDS; do spawn long_run $s; done ;;
     table4)
       wait
       for n in ijepa_d6 strong_d1 cond_sequence random; do
@@ -115,7 +121,7 @@ for target in $TARGETS; do
       done ;;
     table8)
       wait
-      for s in 0 1 2; do for n in $RUNS; do
+      for s in $SEEDS; do for n in $RUNS; do
         spawn finetune table8 $n $s linear
         spawn finetune table8 $n $s predictor --blr 0.004
       done; done ;;
@@ -125,7 +131,7 @@ for target in $TARGETS; do
         --png_images 4 | tail -n 3 ;;
     summary)
       wait
-      python scripts/summarize.py $RES ;;
+      python scripts/summarize.py "$RES" ;;
     *) echo "unknown target $target (table1 table2 longer table4 table8 fig1 summary)"; exit 2 ;;
   esac
   echo "$target: $(( $(date +%s) - t0 )) s to start or run"

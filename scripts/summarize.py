@@ -12,7 +12,8 @@ Result files (checked in; nothing else feeds docs/results.md):
                             before it (the run) and joins the seeds' figures after it with " / ".
   results/gpu/DATE/         recipe_rows.jsonl and speed_rows.jsonl of scripts/gpu_runs.py (one JSON row per finished
                             command); results/gpu_meta.json names the machine, commit and commands of each DATE. The
-                            scaling table is scripts/plot_scaling.py's (`load`, `table`).
+                            scaling table is scripts/plot_scaling.py's (`load`, `table`); paper_tables.tsv, where
+                            there is one, is scripts/paper_tables.sh's RES of a GPU call (PROFILE=gpu).
 """
 import collections
 import csv
@@ -24,6 +25,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS, DOCS = os.path.join(ROOT, "results"), os.path.join(ROOT, "docs", "results.md")
+GPU = os.path.join(RESULTS, "gpu")
 # the paper's tables and figures, in the order docs/results.md shows them (a file's `# table:` line); then the rest
 ORDER = (("Table 1", "Table 1: the world model needs the action (conditioning)"),
          ("Table 2", "Table 2: harder actions need a bigger predictor (difficulty × capacity)"),
@@ -35,26 +37,35 @@ CHANCE = {"shape": 100 / 6, "color": 100 / 6, "count": 25.0}  # data.Shapes: 6 /
 
 # ----------------------------------------------------------------------------- the paper's tables (paper_tables.sh)
 
-def paper_tables(path):
-    """Print the paper's tables from scripts/paper_tables.sh's results.tsv (README-era output, kept for that script)."""
-    import numpy as np
-    sys.path.insert(0, ROOT)
-    # a run whose target tokens end with an effective rank below evaluate_mrr.COLLAPSE_RANK has collapsed (train.py
-    # logs "rank" at every log step, evaluate_mrr.token_stats)
-    from evaluate_mrr import COLLAPSE_RANK
-
-    rows = [line.rstrip("\n").split("\t") for line in open(path)]
-    collapsed = set()
+def read_paper_results(path, collapse_rank):
+    """scripts/paper_tables.sh's results.tsv → (values {(table, run, metric): {seed: value}}, seconds by kind, the
+    label of its probes (its `# label:` line; files from before that line: color), the collapsed (run, seed) pairs:
+    those whose log.jsonl beside the file ends with the target tokens' effective rank below `collapse_rank`)."""
+    collapsed, label = set(), "color"
     for log in glob.glob(os.path.join(os.path.dirname(path), "*_s[0-9]*/log.jsonl")):
         last = [json.loads(line) for line in open(log) if '"rank"' in line][-1]
-        if last["rank"] < COLLAPSE_RANK:
+        if last["rank"] < collapse_rank:
             run, seed = os.path.basename(os.path.dirname(log)).rsplit("_s", 1)
             collapsed.add((run, int(seed)))
-    val = collections.defaultdict(dict)  # (table, run, metric) -> {seed: value}
+    val = collections.defaultdict(dict)
     secs = collections.Counter()
-    for table, run, seed, metric, value, s in rows:
-        val[table, run, metric][int(seed)] = float(value)
-        secs["pretrain" if table in ("pretrain", "mrr") else table] += int(s)
+    for line in open(path):
+        if line.startswith("# label:"):
+            label = line.split(":", 1)[1].strip()
+        elif line.strip() and not line.startswith("#"):
+            table, run, seed, metric, value, sec = line.rstrip("\n").split("\t")
+            val[table, run, metric][int(seed)] = float(value)
+            secs["pretrain" if table in ("pretrain", "mrr") else table] += int(sec)
+    return val, secs, label, collapsed
+
+
+def paper_tables(path):
+    """The paper's tables in markdown from scripts/paper_tables.sh's results.tsv, the paper's numbers beside ours."""
+    import numpy as np
+    sys.path.insert(0, ROOT)
+    from evaluate_mrr import COLLAPSE_RANK  # train.py logs the rank at every log step (evaluate_mrr.token_stats)
+
+    val, secs, label, collapsed = read_paper_results(path, COLLAPSE_RANK)
 
     def cell(table, run, metric, fmt="{:.3f}", seeds=None):
         by_seed = {k: x for k, x in val.get((table, run, metric), {}).items() if seeds is None or k in seeds}
@@ -65,24 +76,38 @@ def paper_tables(path):
         return (fmt.format(np.mean(v)) + (f" ± {fmt.format(np.std(v))}" if len(v) > 1 else "")
                 + f" ({len(v)}{f', {c} collapsed' if c else ''})")
 
-    print("Table 1: conditioning, MRR (bank 256, chance 0.024); mean ± std over seeds (n)\n")
-    print("| conditioning | ours | paper |\n|---|---|---|")
-    for c, paper in (("none", "0.00"), ("sequence", "0.82"), ("feature", "0.79")):
-        print(f"| {c} | {cell('mrr', 'cond_' + c, 'mrr')} | {paper} |")
-    print(f"| sequence, 4x the images | {cell('mrr', 'long_sequence', 'mrr')} | – |")
+    out = conditioning_tables(cell) + leverage_tables(cell, label) + mrr_against_probes(val, cell, label)
+    out += [f"\nCollapsed runs (final target-token effective rank < {COLLAPSE_RANK:g}): "
+            + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed)) or "none"),
+            "\nSummed run time (s; paper_tables.sh runs PAR of them side by side, so wall time is less): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(secs.items()))]
+    return "\n".join(out)
 
-    print("\nTable 2: difficulty x capacity, MRR; ours: predictor depth 1 / 6 (width 128); paper: 12 / 18 "
-          "(width 384)\n")
-    print("| augmentation | I-JEPA | depth 1 | depth 6 | paper I-JEPA / 12 / 18 |\n|---|---|---|---|---|")
+
+def conditioning_tables(cell):
+    """Tables 1 and 2: MRR by conditioning, and by difficulty × predictor depth."""
+    out = ["Table 1: conditioning, MRR (bank 256, chance 0.024); mean ± std over seeds (n)\n",
+           "| conditioning | ours | paper |\n|---|---|---|"]
+    for c, paper in (("none", "0.00"), ("sequence", "0.82"), ("feature", "0.79")):
+        out.append(f"| {c} | {cell('mrr', 'cond_' + c, 'mrr')} | {paper} |")
+    out.append(f"| sequence, 4x the images | {cell('mrr', 'long_sequence', 'mrr')} | – |")
+    out += ["\nTable 2: difficulty x capacity, MRR; ours: predictor depth 1 / 6 (width 128); paper: 12 / 18 "
+            "(width 384)\n", "| augmentation | I-JEPA | depth 1 | depth 6 | paper I-JEPA / 12 / 18 |",
+            "|---|---|---|---|---|"]
     for a, name, paper in (("jitter", "jitter", "0.00 / 0.11 / 0.25"), ("iwm", "+ destructive", "0.00 / 0.09 / 0.79"),
                            ("strong", "+ strong jitter", "0.00 / 0.81 / 0.85")):
         d6 = "cond_sequence" if a == "strong" else f"{a}_d6"  # the quick start is the (strong, depth 6) cell
         ij = cell("mrr", "ijepa_d6", "mrr") if a == "jitter" else "(same)"
-        print(f"| {name} | {ij} | {cell('mrr', a + '_d1', 'mrr')} | {cell('mrr', d6, 'mrr')} | {paper} |")
+        out.append(f"| {name} | {ij} | {cell('mrr', a + '_d1', 'mrr')} | {cell('mrr', d6, 'mrr')} | {paper} |")
+    return out
 
-    print("\nTable 4: leveraging the world model, color top-1 % (seed 0; chance 16.7)\n")
-    print("| setting | MRR | encoder FT | frozen enc + random pred | + pretrained pred | end-to-end | paper |")
-    print("|---|---|---|---|---|---|---|")
+
+def leverage_tables(cell, label):
+    """Tables 4 and 8 (seed 0): the finetuning protocols and the probes, a random init of the architecture below."""
+    chance = f"; chance {CHANCE[label]:.1f}" if label in CHANCE else ""
+    out = [f"\nTable 4: leveraging the world model, {label} top-1 % (seed 0{chance})\n",
+           "| setting | MRR | encoder FT | frozen enc + random pred | + pretrained pred | end-to-end | paper |",
+           "|---|---|---|---|---|---|---|"]
     for run, name, paper in (("ijepa_d6", "I-JEPA", "83.0 / 79.1 / 80.0 / 82.0"),
                              ("strong_d1", "IWM Inv-like (depth 1)", "83.3 / 80.5 / 81.3 / 82.7"),
                              ("cond_sequence", "IWM Equi-like (depth 6)", "82.9 / 81.5 / 83.3 / 84.4"),
@@ -90,29 +115,30 @@ def paper_tables(path):
         r = "_random" if run == "random" else ""  # the random-init row: every module random, so no "pretrained pred"
         cols = [cell("table4", run, m + r, "{:.1f}") if m else "n/a"
                 for m in ("encoder", "predictor" if r else "predictor_random", "" if r else "predictor", "end_to_end")]
-        print(f"| {name} | {cell('mrr', run, 'mrr', seeds=[0])} | " + " | ".join(cols) + f" | {paper} |")
-
-    print("\nTable 8: probes on the frozen target encoder, color top-1 % (seed 0)\n")
-    print("| setting | linear | attentive | paper linear / attentive |\n|---|---|---|---|")
+        out.append(f"| {name} | {cell('mrr', run, 'mrr', seeds=[0])} | " + " | ".join(cols) + f" | {paper} |")
+    out += [f"\nTable 8: probes on the frozen target encoder, {label} top-1 % (seed 0)\n",
+            "| setting | linear | attentive | paper linear / attentive |\n|---|---|---|---|"]
     for run, name, paper in (("ijepa_d6", "I-JEPA", "–"), ("strong_d1", "IWM Inv-like", "74.5 / 77.0"),
                              ("cond_sequence", "IWM Equi-like", "67.5 / 75.1"), ("random", "random init", "–")):
         r = "_random" if run == "random" else ""
         lin, att = (cell("table4", run, m + r, "{:.1f}") for m in ("linear", "attentive"))
-        print(f"| {name} | {lin} | {att} | {paper} |")
+        out.append(f"| {name} | {lin} | {att} | {paper} |")
+    return out
 
-    print("\nTable 8 / Figure 4, every pretraining setting: MRR and color top-1 % of the linear probe and of "
-          "predictor finetuning, mean ± std over seeds\n")
-    print("| run | MRR | linear | predictor FT |\n|---|---|---|---|")
+
+def mrr_against_probes(val, cell, label):
+    """Table 8 / Figure 4: every pretraining setting's MRR beside its probes, and their correlation across runs."""
+    import numpy as np
+    out = [f"\nTable 8 / Figure 4, every pretraining setting: MRR and {label} top-1 % of the linear probe and of "
+           "predictor finetuning, mean ± std over seeds\n", "| run | MRR | linear | predictor FT |\n|---|---|---|---|"]
     runs = ("cond_none", "cond_sequence", "cond_feature", "jitter_d1", "iwm_d1", "strong_d1", "jitter_d6", "iwm_d6",
             "ijepa_d6", "long_sequence")
     for run in runs:
         for m in ("linear", "predictor"):  # seed 0 of the Table 4 runs was measured there (same protocol and flags)
             val["probe", run, m] = {**val.get(("table8", run, m), {}), **val.get(("table4", run, m), {})}
-        print(f"| {run} | {cell('mrr', run, 'mrr')} | {cell('probe', run, 'linear', '{:.1f}')} "
-              f"| {cell('probe', run, 'predictor', '{:.1f}')} |")
-
-    # Figure 4 / §4: across all pretraining runs, does MRR go with predictor finetuning and against linear probing?
-    pairs = collections.defaultdict(list)
+        out.append(f"| {run} | {cell('mrr', run, 'mrr')} | {cell('probe', run, 'linear', '{:.1f}')} "
+                   f"| {cell('probe', run, 'predictor', '{:.1f}')} |")
+    pairs = collections.defaultdict(list)  # Figure 4 / §4: does MRR go with predictor FT and against linear probes?
     for run in runs:
         for metric in ("linear", "predictor"):
             for seed, v in val["probe", run, metric].items():
@@ -127,18 +153,13 @@ def paper_tables(path):
         return (np.bincount(tie, r) / np.bincount(tie))[tie]
 
     if pairs:
-        print("\nFigure 4: correlation with MRR across every pretraining run x seed (paper: predictor ρ 0.93, linear "
-              "ρ −0.85)\n")
-        print("| protocol | runs | Pearson ρ | Spearman ρ |\n|---|---|---|---|")
+        out += ["\nFigure 4: correlation with MRR across every pretraining run x seed (paper: predictor ρ 0.93, "
+                "linear ρ −0.85)\n", "| protocol | runs | Pearson ρ | Spearman ρ |\n|---|---|---|---|"]
         for metric, p in sorted(pairs.items()):
             x, y = np.array(p).T
-            print(f"| {metric} | {len(p)} | {np.corrcoef(x, y)[0, 1]:.2f} | "
-                  f"{np.corrcoef(rank(x), rank(y))[0, 1]:.2f} |")
-
-    print(f"\nCollapsed runs (final target-token effective rank < {COLLAPSE_RANK:g}): "
-          + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed)) or "none"))
-    print("\nSummed run time (s; paper_tables.sh runs PAR of them side by side, so wall time is less): "
-          + ", ".join(f"{k} {v}" for k, v in sorted(secs.items())))
+            out.append(f"| {metric} | {len(p)} | {np.corrcoef(x, y)[0, 1]:.2f} | "
+                       f"{np.corrcoef(rank(x), rank(y))[0, 1]:.2f} |")
+    return out
 
 
 # ----------------------------------------------------------------------------- docs/results.md from results/
@@ -217,8 +238,9 @@ def load_module(name, path):
 
 
 def gpu_section(day, meta):
-    """The GPU session results/gpu/DAY: the recipe and its scaling curve, the linear probes, the speed rows."""
-    d = os.path.join(RESULTS, "gpu", day)
+    """The GPU session results/gpu/DAY: the recipe and its scaling curve, the linear probes, the speed rows, and the
+    paper's tables at that scale (paper_tables.tsv: scripts/paper_tables.sh's results with PROFILE=gpu)."""
+    d = os.path.join(GPU, day)
     plot = load_module("plot_scaling", os.path.join(ROOT, "scripts", "plot_scaling.py"))
     m = meta.get(day, {})
     out = [f"## The GPU recipe, its scaling curve and speed ({day})", ""]
@@ -283,6 +305,10 @@ def gpu_section(day, meta):
                                f"{r['img_per_s']:,.0f}" if "img_per_s" in r else "",
                                f"{100 * r['data_wait']:.1f} %" if "data_wait" in r else "",
                                f"{r['peak_mem_gb']:.2f}" if "peak_mem_gb" in r else ""] for r in trains]), ""]
+    tables = os.path.join(d, "paper_tables.tsv")
+    if os.path.exists(tables):
+        out += ["### The paper's tables at this scale", "", f"- file: {os.path.relpath(tables, ROOT)}", "",
+                paper_tables(tables), ""]
     for name in ("speed_rows.jsonl", "recipe_rows.jsonl"):
         path = os.path.join(d, name)
         if not os.path.exists(path):
@@ -318,8 +344,8 @@ def gpu_section(day, meta):
 
 def render_docs():
     """docs/results.md as a string, from the files under results/ alone."""
-    tsvs = sorted(p for p in glob.glob(os.path.join(RESULTS, "**", "*.tsv"), recursive=True)
-                  if os.path.normpath(p) != os.path.normpath(os.path.join(RESULTS, "quickstart_scaling.tsv")))
+    tsvs = sorted(p for p in glob.glob(os.path.join(RESULTS, "**", "*.tsv"), recursive=True)  # not gpu_section's
+                  if os.path.relpath(p, RESULTS) != "quickstart_scaling.tsv" and not p.startswith(GPU + os.sep))
     by_table = collections.defaultdict(list)
     for p in tsvs:
         by_table[read_tsv(p)[0].get("table", "other")].append(p)
@@ -339,7 +365,7 @@ def render_docs():
         out += [render_tsv(p) for p in sorted(by_table[key], key=lambda p: (read_tsv(p)[0].get("order", "9"), p))]
     meta_path = os.path.join(RESULTS, "gpu_meta.json")
     meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
-    for day in sorted(os.listdir(os.path.join(RESULTS, "gpu"))) if os.path.isdir(os.path.join(RESULTS, "gpu")) else []:
+    for day in sorted(os.listdir(GPU)) if os.path.isdir(GPU) else []:
         out.append(gpu_section(day, meta))
     return "\n".join(out).rstrip() + "\n"
 
@@ -349,15 +375,11 @@ def main(argv):
         print(__doc__)
         return 0
     if argv and argv[0] == "--docs":
-        rest, out_path, check = argv[1:], DOCS, False
-        while rest:
-            if rest[0] == "--check":
-                check, rest = True, rest[1:]
-            elif rest[0] == "--out" and len(rest) > 1:
-                out_path, rest = rest[1], rest[2:]
-            else:
-                print(f"summarize.py: error: unexpected {rest[0]!r} (see --help)", file=sys.stderr)
-                return 2
+        check, rest = "--check" in argv, [a for a in argv[1:] if a != "--check"]
+        out_path, rest = (rest[1], rest[2:]) if rest[:1] == ["--out"] and len(rest) > 1 else (DOCS, rest)
+        if rest:
+            print(f"summarize.py: error: unexpected {rest[0]!r} (see --help)", file=sys.stderr)
+            return 2
         text = render_docs()
         if check:
             same = os.path.exists(out_path) and open(out_path, encoding="utf-8").read() == text
@@ -369,7 +391,7 @@ def main(argv):
             f.write(text)
         print(f"wrote {out_path}")
         return 0
-    paper_tables(argv[0] if argv else "runs/paper/results.tsv")
+    print(paper_tables(argv[0] if argv else "runs/paper/results.tsv"))
     return 0
 
 
