@@ -115,8 +115,9 @@ def test_docs_check_flag(tmp_path):
 def test_the_gpu_profile_of_paper_tables_reaches_docs(tmp_path):
     """PROFILE=gpu table1 at toy sizes (scripts/paper_tables.sh): its lines, with their label, become a GPU day's
     "paper's tables" section in docs/results.md."""
-    toy = ("--device cpu --img_size 16 --patch_size 4 --model micro --pred_depth 1 --pred_width 32 --min_keep 4 "
-           "--workers 0 --batch_size 8 --data_length 32 --eval_images 2 --eval_bank 4 --probe_images 16")
+    s = load_summarize()
+    gpu_runs = s.load_module("gpu_runs", os.path.join(ROOT, "scripts", "gpu_runs.py"))
+    toy = " ".join(gpu_runs.TOY + ["--data_length", "32"])  # gpu_runs.py --smoke's toy sizes
     day = tmp_path / "gpu" / "2099-01-01"
     env = dict(os.environ, PROFILE="gpu", SEEDS="0", PAR="2", RUN_DIR=str(tmp_path / "runs"), TRAIN_FLAGS=toy,
                RES=str(day / "paper_tables.tsv"), MRR_FLAGS="--images 2 --bank 4 --device cpu")
@@ -127,7 +128,6 @@ def test_the_gpu_profile_of_paper_tables_reaches_docs(tmp_path):
     assert lines[0] == "# label: shape"
     assert sorted(line.split("\t")[1] for line in lines if line.startswith("mrr\t")) == [
         "cond_feature", "cond_none", "cond_sequence"]
-    s = load_summarize()
     s.GPU = str(tmp_path / "gpu")
     text = s.gpu_section("2099-01-01", {})
     assert "### The paper's tables at this scale" in text and "shape top-1 %" in text
