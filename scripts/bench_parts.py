@@ -1,8 +1,12 @@
 """The data pipeline's parts on the CPU (docs/speed.md, "Data pipeline"): the photometric views (augment.make_views),
-the multiblock masks (masks.sample_masks) and the built-in data (data.Shapes, with and without the crop + flip).
+the multiblock masks (masks.sample_masks), the built-in data (data.Shapes, with and without the crop + flip), train.py's
+loader of configs/gpu.json (what its workers deliver, without a training step), and the token counts that gpu.json's
+masks give step by step (a step whose counts are new is slower on a GPU: docs/speed.md).
 
-    python scripts/bench_parts.py            # all three; or name some: views masks shapes
+    python scripts/bench_parts.py            # all five; or name some: views masks shapes loader counts
 """
+import bisect
+import json
 import os
 import statistics
 import sys
@@ -14,6 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import augment  # noqa: E402
 import data  # noqa: E402
 import masks  # noqa: E402
+import train  # noqa: E402
+
+GPU_CFG = dict(train.CONFIG, **json.load(open(os.path.join(os.path.dirname(__file__), "..", "configs", "gpu.json"))))
 
 
 def views():
@@ -53,7 +60,42 @@ def shapes():
               f"(median of 10 blocks of 500 images; best {max(rates):.0f})")
 
 
-PARTS = {"views": views, "masks": mask_batches, "shapes": shapes}
+def loader():
+    """Images/s that train.py's DataLoader delivers for configs/gpu.json (the same dataset, sampler and collate as
+    train.setup) when nothing consumes them but this loop, after its first batch."""
+    tf = data.train_transform(GPU_CFG["img_size"], GPU_CFG["crop_scale"])
+    ds = data.EpochIndexed(data.Shapes("train", GPU_CFG["img_size"], 1 << 20, transform=tf), 0)
+    for workers in sorted({1, min(2, os.cpu_count()), min(GPU_CFG["workers"], os.cpu_count())}):
+        for batch in (256, 1024):
+            sampler = data.StepSampler(len(ds), batch, batch, 0, 1, 0)
+            it = iter(torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,
+                                                  collate_fn=lambda items: torch.stack([x for x, _ in items])))
+            next(it)
+            n, t0 = max(4, 3 * workers), time.perf_counter()
+            for _ in range(n):
+                next(it)
+            rate = n * batch / (time.perf_counter() - t0)
+            print(f"loader of configs/gpu.json, {workers} worker(s), batch {batch}: {rate:.0f} images/s "
+                  f"({rate / workers:.0f} per worker)")
+            del it
+
+
+def counts():
+    """The (context, target) token counts of configs/gpu.json's masks over 2,000 steps: how many there are and by
+    which step a run has met them."""
+    torch.set_num_threads(1)  # as train.py's main process on a GPU; small ops wait for a busy core's thread otherwise
+    for batch in (256, 1024):
+        seen, first = set(), []
+        for step in range(2000):
+            key = tuple(m.shape[1] for m in sum(train.step_randomness(GPU_CFG, step, batch, (8, 8), "cpu")[:2], []))
+            first += [step] if key not in seen else []
+            seen.add(key)
+        met = ", ".join(f"{bisect.bisect_left(first, n)} by step {n}" for n in (50, 100, 300))
+        print(f"configs/gpu.json, batch {batch}: {len(seen)} token counts in 2,000 steps; met: {met}; "
+              f"the last new one at step {first[-1]}")
+
+
+PARTS = {"views": views, "masks": mask_batches, "shapes": shapes, "loader": loader, "counts": counts}
 if __name__ == "__main__":
     bad = [p for p in sys.argv[1:] if p not in PARTS]
     if bad:

@@ -2,9 +2,10 @@
 OUT/rows.jsonl as it goes (a cut call still reports), plus OUT/logs.tar.gz (every command's output and log.jsonl).
 
 Stages (run in the order given):
-  speed    bench.py rows of the quick-start architecture (eager at several batches, then --compile true), and the
-           real training loop of configs/gpu.json for --speed_steps steps alone, then --share copies at once
-           (images/s, data wait and peak memory from each run's log.jsonl)
+  speed    bench.py rows of the quick-start architecture (eager at several batches, then --compile true), what the
+           loader delivers alone (scripts/bench_parts.py loader), and the real training loop of configs/gpu.json for
+           --speed_steps steps alone, then --share copies at once (images/s, data wait and peak memory from each
+           run's log.jsonl)
   profile  the real loop of configs/gpu.json for --speed_steps steps under torch.profiler (host and device time per
            op, in logs/profile.txt) and CUDA's sync debug mode (every host sync, counted by the line that made it):
            where the loop's time goes beyond bench.py's step
@@ -186,6 +187,15 @@ def bench_rows(s, batches, compile_batch=0):
         s.row(stage="speed", job=name, what="bench", rc=rc, wall_s=wall, cut=cut, **figures)
 
 
+def loader_row(s):
+    """What train.py's loader delivers on this machine with no training step consuming it, at 1, 2 and the config's
+    workers (scripts/bench_parts.py loader): whether the workers can feed the loop."""
+    rc, wall, cut, text = s.run("loader", [sys.executable, "scripts/bench_parts.py", "loader"])
+    rates = [dict(workers=int(w), batch=int(b), img_per_s=int(r))
+             for w, b, r in re.findall(r"(\d+) worker\(s\), batch (\d+): (\d+) images/s", text)]
+    s.row(stage="speed", job="loader", what="loader", rc=rc, wall_s=wall, cut=cut, rates=rates)
+
+
 def train_cmd(s, out_dir, extra):
     cmd = [sys.executable, "train.py", "--config", s.args.config, "--out_dir", out_dir, "--overwrite", "true"]
     return cmd + (TOY + ["--data_length", "64"] if s.args.smoke else []) + s.args.train_flags.split() + extra
@@ -307,6 +317,7 @@ def main(argv=None):
     for stage in args.stages:
         if stage == "speed":
             bench_rows(s, [int(b) for b in args.batches.split(",") if b])
+            loader_row(s)
             speed_runs(s)
             if args.compile_batch and not args.smoke:  # inductor on the CPU takes minutes: GPU only
                 bench_rows(s, [], args.compile_batch)

@@ -22,6 +22,9 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     by = {(r["job"], r["what"]): r for r in rows}
     assert by["bench b4", "bench"]["rc"] == 0 and by["bench b4", "bench"]["img_per_s"] > 0
     assert by["train x1", "train"]["runs"][0]["step"] == 4  # --max_steps 4 in the smoke
+    loader = by["loader", "loader"]  # bench_parts.py's lines, parsed: 1 worker (and more) at batch 256 and 1024
+    assert loader["rc"] == 0 and {(1, 256), (1, 1024)} <= {(r["workers"], r["batch"]) for r in loader["rates"]}
+    assert all(r["img_per_s"] > 0 for r in loader["rates"])
     for job in ("gpu_s0", "curve1x_s0"):
         train, mrr = by[job, "train"], by[job, "mrr"]
         assert train["rc"] == 0 and not train["cut"] and train["step"] == 8  # data_length 64 / batch 8

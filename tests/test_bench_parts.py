@@ -1,0 +1,40 @@
+"""scripts/bench_parts.py: the token counts that configs/gpu.json's masks give (docs/speed.md reads them) and the
+one-line error for an unknown part."""
+import os
+import re
+import subprocess
+import sys
+
+import torch
+
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "bench_parts.py")
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import bench_parts  # noqa: E402
+
+
+def test_counts_match_the_steps_masks(capsys):
+    threads = torch.get_num_threads()
+    try:
+        bench_parts.counts()  # sets one thread, as train.py's main process on a GPU
+    finally:
+        torch.set_num_threads(threads)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    n, by50, by100, by300, last = map(int, re.search(r"batch 256: (\d+) token counts in 2,000 steps; met: (\d+) by "
+                                                     r"step 50, (\d+) by step 100, (\d+) by step 300; the last new "
+                                                     r"one at step (\d+)", lines[0]).groups())
+    lengths = lambda step: tuple(m.shape[1] for m in sum(  # noqa: E731
+        train.step_randomness(bench_parts.GPU_CFG, step, 256, (8, 8), "cpu")[:2], []))
+    first_100 = {lengths(s) for s in range(100)}
+    assert by100 == len(first_100) and by50 <= by100 <= by300 <= n  # "by step 100": steps 0..99
+    assert lengths(last) not in {lengths(s) for s in range(last)}  # no earlier step had them
+    assert n > by300 and 300 <= last < 2000
+
+
+def test_unknown_part_is_one_line():
+    p = subprocess.run([sys.executable, SCRIPT, "nope"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stderr.strip().splitlines() == [
+        "bench_parts.py: error: unknown part 'nope'; choose from views, masks, shapes, loader, counts"]
