@@ -6,7 +6,8 @@ Prints ms/step and images/s of the whole step (no syncs inside; steps whose mask
 in a long run, and separately their first pass with the number of token counts it meets that the warm-up did not),
 then a per-stage breakdown measured in a third pass of the same steps with a device sync at each stage's end
 (masks + params, augment, target fwd, context fwd, predictor fwd + loss, predictor bwd, context bwd, optimizer, EMA),
-peak memory, model FLOPs per image and, on GPU, MFU against the assumed bf16 peak. `batch_size` is per device here (one process, no accumulation).
+peak memory, model FLOPs per image and, on GPU, MFU against the assumed bf16 peak. `batch_size` is per device here
+(one process, no accumulation).
 main() also returns these figures as a dict (scripts/gpu_check.sh tabulates them).
 """
 import time
@@ -99,9 +100,9 @@ def main(argv=None):
         train.train_step(run, 0, imgs)
     flops = fc.get_total_flops() / B
     times = laps.times
+    per_new = f": {(dt_new - dt) * cfg['steps'] / len(new) * 1e3:.0f} ms more per new count" if new else ""
     print(f"step {dt * 1e3:.1f} ms, {B / dt:.1f} images/s; {dt_new * 1e3:.1f} ms at the first sight of its token "
-          f"counts ({len(new)} of them not met in the warm-up" + (f": {(dt_new - dt) * cfg['steps'] / len(new) * 1e3:.0f}"
-                                                                    " ms more per new count)" if new else ")"))
+          f"counts ({len(new)} of them not met in the warm-up{per_new})")
     total = sum(times.values())
     for k, v in times.items():
         print(f"  {k:<15} {v / cfg['steps'] * 1e3:8.2f} ms  {100 * v / total:5.1f}%")

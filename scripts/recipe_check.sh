@@ -42,7 +42,8 @@ ft() {  # ft LABEL PROTOCOL INIT [finetune.py flags...]
   local line  # (declared apart: `local x=$(cmd)` would hide cmd's exit status from set -e)
   line=$(python finetune.py --protocol $proto --label $label $COMMON --out_dir $RUN/check/$label-$proto-$init \
          --overwrite true "$@" 2>"$RUN/check/$label-$proto-$init.err" | tail -n 1) \
-    || { echo "recipe_check.sh: error: $label $proto $init failed: see $RUN/check/$label-$proto-$init.err" >&2; exit 1; }
+    || { echo "recipe_check.sh: error: $label $proto $init failed: see $RUN/check/$label-$proto-$init.err" >&2
+         exit 1; }
   printf "%s\t%s\t%s\t%s\t%s\n" $label $proto $init ${line##* } $(( $(date +%s) - t0 )) | tee -a "$RUN/check.tsv"
 }
 for label in ${LABELS//,/ }; do
