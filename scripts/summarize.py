@@ -13,10 +13,10 @@ Result files (checked in; nothing else feeds docs/results.md):
   results/gpu/DATE/         recipe_rows.jsonl and speed_rows.jsonl of scripts/gpu_runs.py (one JSON row per finished
                             command); results/gpu_meta.json names the machine, commit and commands of each DATE. The
                             scaling table is scripts/plot_scaling.py's (`load`, `table`); paper_tables.tsv, where
-                            there is one, is scripts/paper_tables.sh's RES of a GPU call (PROFILE=gpu).
+                            there is one, is scripts/paper_tables.sh's RES of a GPU call (PROFILE=gpu). Their
+                            section is scripts/summarize_gpu.py's.
 """
 import collections
-import csv
 import glob
 import importlib.util
 import json
@@ -238,108 +238,10 @@ def load_module(name, path):
 
 
 def gpu_section(day, meta):
-    """The GPU session results/gpu/DAY: the recipe and its scaling curve, the linear probes, the speed rows, and the
-    paper's tables at that scale (paper_tables.tsv: scripts/paper_tables.sh's results with PROFILE=gpu)."""
-    d = os.path.join(GPU, day)
-    plot = load_module("plot_scaling", os.path.join(ROOT, "scripts", "plot_scaling.py"))
-    m = meta.get(day, {})
-    out = [f"## The GPU recipe, its scaling curve and speed ({day})", ""]
-    for key in ("machine", "commit", "config"):
-        if key in m:
-            out.append(f"- {key}: {m[key]}")
-    for what, cmd in m.get("commands", {}).items():
-        out.append(f"- {what}: `{cmd}`")
-    if "note" in m:
-        out.append(f"- note: {m['note']}")
-    out.append("")
-    recipe = os.path.join(d, "recipe_rows.jsonl")
-    if os.path.exists(recipe):
-        rel = os.path.relpath(recipe, ROOT)
-        gpu, quick = plot.load(recipe)
-        start = next((json.loads(x) for x in open(recipe) if '"start"' in x), {})
-        out += ["### MRR against images seen: configs/gpu.json and its scaling curve", "",
-                f"- file: {rel} (`python scripts/gpu_runs.py {start.get('what', '')}`)",
-                "- a cut run counts the images it saw; null: the null action; rank: the target tokens' effective rank",
-                "", plot.table(gpu), ""]
-        if quick:
-            q = os.path.relpath(plot.QUICK, ROOT)
-            qrows = list(csv.DictReader(open(plot.QUICK), delimiter="\t"))
-            out += ["### For comparison: the quick start at batch 32", "",
-                    f"- file: {q}; command: `{qrows[0]['command']}` ({qrows[0]['machine']})", "",
-                    md_table(["images seen", "seed", "MRR over sources", "clean", "flags"],
-                             [[f"{int(r['images']):,} ({int(r['images']) / 44_800:g}x)", r["seed"], r["mrr"],
-                               r["clean"],
-                               r["command"][4:].strip(", ") if r["command"].startswith("same") else "(the command)"]
-                              for r in qrows]), ""]
-        rows = [json.loads(x) for x in open(recipe)]
-        variants = [r for r in rows if r.get("what") == "mrr" and "mrr" in r
-                    and (r.get("flags") or r["job"] == "gpu_s0")]
-        if any(r.get("flags") for r in variants):
-            keys = ("mrr", "mrr/clean", "mrr/brightness", "mrr/contrast", "mrr/saturation", "mrr/hue", "rank")
-            out += ["### The recipe's variants: seed 0 of configs/gpu.json with one change", "", f"- file: {rel}", "",
-                    md_table(["run", "flags", "MRR over sources", "clean", "brightness", "contrast", "saturation",
-                              "hue", "rank"], [[r["job"], r.get("flags") or "(the recipe)"] + [
-                                  f"{r[k]:.3f}" if k in r else "" for k in keys] for r in variants]), ""]
-        probes = collections.defaultdict(dict)
-        for r in rows:
-            if str(r.get("what", "")).startswith("linear ") and "top1" in r:
-                _, label, init = r["what"].split()
-                probes[(r["job"], label)][init] = r["top1"]
-        if probes:
-            out += ["### Linear probes of the checkpoint against a random init of its architecture (top-1 %)", "",
-                    f"- file: {rel}", ""]
-            table = []
-            for (job, label), v in sorted(probes.items()):
-                ck, rnd = v.get("checkpoint"), v.get("random")
-                diff = f"{ck - rnd:+.2f}" if ck is not None and rnd is not None else ""
-                chance = f"{CHANCE[label]:.1f}" if label in CHANCE else ""
-                table.append([job, label, chance, ck, rnd, diff])
-            out += [md_table(["run", "label", "chance", "checkpoint", "random init", "difference"], table), ""]
-        trains = [r for r in rows if r.get("what") == "train" and r.get("stage") == "recipe"]
-        if trains:
-            out += ["### The training runs of the recipe call", "", f"- file: {rel}", "",
-                    md_table(["run", "seed", "images asked", "steps done", "cut", "exit", "wall s", "images/s",
-                              "data wait", "peak GB"],
-                             [[r["job"], r.get("seed", ""), f"{r.get('images', 0):,}", r.get("step", ""),
-                               "yes" if r.get("cut") else "no", r.get("rc", ""), r.get("wall_s", ""),
-                               f"{r['img_per_s']:,.0f}" if "img_per_s" in r else "",
-                               f"{100 * r['data_wait']:.1f} %" if "data_wait" in r else "",
-                               f"{r['peak_mem_gb']:.2f}" if "peak_mem_gb" in r else ""] for r in trains]), ""]
-    tables = os.path.join(d, "paper_tables.tsv")
-    if os.path.exists(tables):
-        out += ["### The paper's tables at this scale", "", f"- file: {os.path.relpath(tables, ROOT)}", "",
-                paper_tables(tables), ""]
-    for name in ("speed_rows.jsonl", "recipe_rows.jsonl"):
-        path = os.path.join(d, name)
-        if not os.path.exists(path):
-            continue
-        rows = [json.loads(x) for x in open(path)]
-        rel = os.path.relpath(path, ROOT)
-        start = next((r for r in rows if r.get("stage") == "start"), {})
-        about = m.get("files", {}).get(name)
-        call = f"- call: `python scripts/gpu_runs.py {start.get('what', '')}`"
-        head = lambda title: [f"### {title} ({rel})", "", call] + ([f"- {about}", ""] if about else [""])
-        bench = [r for r in rows if r.get("what") == "bench" and "ms_per_step" in r]
-        if bench:
-            out += head("bench.py on the quick-start architecture")
-            out += [md_table(["batch", "ms / step", "first pass ms", "images/s", "GFLOP / image", "peak GiB",
-                              "MiB / image", "MFU %"] + list(bench[0].get("stages_ms", {})),
-                             [[r["batch_size"], f"{r['ms_per_step']:.1f}", f"{r['ms_per_step_first']:.1f}",
-                               f"{r['img_per_s']:,.0f}", f"{r['gflop_per_image']:.2f}", f"{r['peak_mem_gib']:.2f}",
-                               f"{r['mib_per_image']:.1f}", f"{100 * r['mfu']:.2f}"]
-                              + [f"{v:.1f}" for v in r.get("stages_ms", {}).values()] for r in bench]), ""]
-        loops = [r for r in rows if r.get("what") == "train" and "runs" in r]
-        if loops:
-            out += head("The real training loop, configs/gpu.json")
-            out += [md_table(["job", "runs at once", "steps", "cut", "images/s, total", "images/s per run",
-                              "data wait"],
-                             [[r["job"], len(r["runs"]), " / ".join(str(x.get("step", "")) for x in r["runs"]),
-                               "yes" if any(x.get("cut") for x in r["runs"]) else "no",
-                               f"{r['img_per_s_total']:,.0f}",
-                               " / ".join(f"{x['img_per_s']:,.0f}" for x in r["runs"] if "img_per_s" in x),
-                               " / ".join(f"{100 * x['data_wait']:.1f} %" for x in r["runs"] if "data_wait" in x)]
-                              for r in loops]), ""]
-    return "\n".join(out)
+    """The GPU session results/gpu/DAY (scripts/summarize_gpu.py): the recipe and its scaling curve, the linear
+    probes, the speed rows, and the paper's tables at that scale."""
+    gpu = load_module("summarize_gpu", os.path.join(ROOT, "scripts", "summarize_gpu.py"))
+    return gpu.section(os.path.join(GPU, day), day, meta.get(day, {}))
 
 
 def render_docs():

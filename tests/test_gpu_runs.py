@@ -25,6 +25,12 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     loader = by["loader", "loader"]  # bench_parts.py's lines, parsed: 1 worker (and more) at batch 256 and 1024
     assert loader["rc"] == 0 and {(1, 256), (1, 1024)} <= {(r["workers"], r["batch"]) for r in loader["rates"]}
     assert all(r["img_per_s"] > 0 for r in loader["rates"])
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import summarize_gpu  # docs/results.md's tables of these rows: the loader's and the profiled loop's too
+    text = "\n".join(summarize_gpu.speed_tables(str(out / "rows.jsonl"), None))
+    assert f"| 1 | 256 | {loader['rates'][0]['img_per_s']:,} |" in text
+    prof = [x for x in text.split("sync debug mode")[1].splitlines() if x.startswith("| 4 |")]
+    assert len(prof) == 1 and prof[0].endswith("| 0 |")  # the profile's 4 steps, no host sync counted on the CPU
     for job in ("gpu_s0", "curve1x_s0"):
         train, mrr = by[job, "train"], by[job, "mrr"]
         assert train["rc"] == 0 and not train["cut"] and train["step"] == 8  # data_length 64 / batch 8

@@ -1,0 +1,145 @@
+"""docs/results.md's section for one GPU session, results/gpu/DAY (scripts/summarize.py --docs calls `section`):
+recipe_rows.jsonl and speed_rows.jsonl of scripts/gpu_runs.py (one JSON row per finished command), and
+paper_tables.tsv, scripts/paper_tables.sh's RES of a GPU call (PROFILE=gpu). The scaling table is
+scripts/plot_scaling.py's."""
+import collections
+import csv
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import plot_scaling as plot  # noqa: E402
+import summarize as S  # noqa: E402  (md_table, paper_tables, CHANCE; summarize loads this module, not at import)
+
+
+# bench.py's figures in the order of its table, with their formats (peak memory and MFU are None on a CPU)
+BENCH = (("ms_per_step", ".1f"), ("ms_per_step_first", ".1f"), ("img_per_s", ",.0f"), ("gflop_per_image", ".2f"),
+         ("peak_mem_gib", ".2f"), ("mib_per_image", ".1f"))
+
+
+def cell(value, spec):
+    return "" if value is None else format(value, spec)
+
+
+def section(folder, day, m):
+    """The section of the session in `folder`; m: its entry of results/gpu_meta.json (machine, commit, config,
+    commands, note, and a line about each rows file)."""
+    out = [f"## The GPU recipe, its scaling curve and speed ({day})", ""]
+    out += [f"- {key}: {m[key]}" for key in ("machine", "commit", "config") if key in m]
+    out += [f"- {what}: `{cmd}`" for what, cmd in m.get("commands", {}).items()]
+    out += [f"- note: {m['note']}"] if "note" in m else []
+    out.append("")
+    recipe = os.path.join(folder, "recipe_rows.jsonl")
+    if os.path.exists(recipe):
+        out += recipe_tables(recipe)
+    tables = os.path.join(folder, "paper_tables.tsv")
+    if os.path.exists(tables):
+        out += ["### The paper's tables at this scale", "", f"- file: {os.path.relpath(tables, S.ROOT)}", "",
+                S.paper_tables(tables), ""]
+    for name in ("speed_rows.jsonl", "recipe_rows.jsonl"):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            out += speed_tables(path, m.get("files", {}).get(name))
+    return "\n".join(out)
+
+
+def recipe_tables(recipe):
+    """The recipe call's tables: MRR against images seen, the quick start beside it, the variants, the linear probes
+    and the training runs."""
+    rel = os.path.relpath(recipe, S.ROOT)
+    gpu, quick = plot.load(recipe)
+    rows = [json.loads(x) for x in open(recipe)]
+    start = next((r for r in rows if r.get("stage") == "start"), {})
+    out = ["### MRR against images seen: configs/gpu.json and its scaling curve", "",
+           f"- file: {rel} (`python scripts/gpu_runs.py {start.get('what', '')}`)",
+           "- a cut run counts the images it saw; null: the null action; rank: the target tokens' effective rank",
+           "", plot.table(gpu), ""]
+    if quick:
+        q = list(csv.DictReader(open(plot.QUICK), delimiter="\t"))
+        out += ["### For comparison: the quick start at batch 32", "",
+                f"- file: {os.path.relpath(plot.QUICK, S.ROOT)}; command: `{q[0]['command']}` ({q[0]['machine']})",
+                "", S.md_table(["images seen", "seed", "MRR over sources", "clean", "flags"],
+                               [[f"{int(r['images']):,} ({int(r['images']) / 44_800:g}x)", r["seed"], r["mrr"],
+                                 r["clean"],
+                                 r["command"][4:].strip(", ") if r["command"].startswith("same") else "(the command)"]
+                                for r in q]), ""]
+    variants = [r for r in rows if r.get("what") == "mrr" and "mrr" in r and (r.get("flags") or r["job"] == "gpu_s0")]
+    if any(r.get("flags") for r in variants):
+        keys = ("mrr", "mrr/clean", "mrr/brightness", "mrr/contrast", "mrr/saturation", "mrr/hue", "rank")
+        out += ["### The recipe's variants: seed 0 of configs/gpu.json with one change", "", f"- file: {rel}", "",
+                S.md_table(["run", "flags", "MRR over sources", "clean", "brightness", "contrast", "saturation",
+                            "hue", "rank"], [[r["job"], r.get("flags") or "(the recipe)"] + [
+                                f"{r[k]:.3f}" if k in r else "" for k in keys] for r in variants]), ""]
+    out += probe_table(rows, rel)
+    trains = [r for r in rows if r.get("what") == "train" and r.get("stage") == "recipe"]
+    if trains:
+        out += ["### The training runs of the recipe call", "", f"- file: {rel}", "",
+                S.md_table(["run", "seed", "images asked", "steps done", "cut", "exit", "wall s", "images/s",
+                            "data wait", "peak GB"],
+                           [[r["job"], r.get("seed", ""), f"{r.get('images', 0):,}", r.get("step", ""),
+                             "yes" if r.get("cut") else "no", r.get("rc", ""), r.get("wall_s", ""),
+                             f"{r['img_per_s']:,.0f}" if "img_per_s" in r else "",
+                             f"{100 * r['data_wait']:.1f} %" if "data_wait" in r else "",
+                             f"{r['peak_mem_gb']:.2f}" if "peak_mem_gb" in r else ""] for r in trains]), ""]
+    return out
+
+
+def probe_table(rows, rel):
+    """Linear probes of a checkpoint against a random init of its architecture, with their difference."""
+    probes = collections.defaultdict(dict)
+    for r in rows:
+        if str(r.get("what", "")).startswith("linear ") and "top1" in r:
+            _, label, init = r["what"].split()
+            probes[(r["job"], label)][init] = r["top1"]
+    if not probes:
+        return []
+    table = []
+    for (job, label), v in sorted(probes.items()):
+        ck, rnd = v.get("checkpoint"), v.get("random")
+        diff = f"{ck - rnd:+.2f}" if ck is not None and rnd is not None else ""
+        chance = f"{S.CHANCE[label]:.1f}" if label in S.CHANCE else ""
+        table.append([job, label, chance, ck, rnd, diff])
+    return ["### Linear probes of the checkpoint against a random init of its architecture (top-1 %)", "",
+            f"- file: {rel}", "", S.md_table(["run", "label", "chance", "checkpoint", "random init", "difference"],
+                                             table), ""]
+
+
+def speed_tables(path, about):
+    """A rows file's speed tables: bench.py, the loader alone, the real loop (alone and shared), the profiled loop."""
+    rows = [json.loads(x) for x in open(path)]
+    rel = os.path.relpath(path, S.ROOT)
+    start = next((r for r in rows if r.get("stage") == "start"), {})
+    call = f"- call: `python scripts/gpu_runs.py {start.get('what', '')}`"
+    head = lambda title: [f"### {title} ({rel})", "", call] + ([f"- {about}", ""] if about else [""])  # noqa: E731
+    out = []
+    bench = [r for r in rows if r.get("what") == "bench" and "ms_per_step" in r]
+    if bench:
+        out += head("bench.py on the quick-start architecture")
+        out += [S.md_table(["batch", "ms / step", "first pass ms", "images/s", "GFLOP / image", "peak GiB",
+                            "MiB / image", "MFU %"] + list(bench[0].get("stages_ms", {})),
+                           [[r["batch_size"]] + [cell(r.get(k), f) for k, f in BENCH] + [
+                               cell(None if r.get("mfu") is None else 100 * r["mfu"], ".2f")]
+                            + [f"{v:.1f}" for v in r.get("stages_ms", {}).values()] for r in bench]), ""]
+    rates = [x for r in rows if r.get("what") == "loader" for x in r.get("rates", [])]
+    if rates:
+        out += head("train.py's loader alone (scripts/bench_parts.py loader)")
+        out += [S.md_table(["workers", "batch", "images/s", "per worker"],
+                           [[x["workers"], x["batch"], f"{x['img_per_s']:,}", f"{x['img_per_s'] / x['workers']:,.0f}"]
+                            for x in rates]), ""]
+    loops = [r for r in rows if r.get("what") == "train" and "runs" in r]
+    if loops:
+        out += head("The real training loop, configs/gpu.json")
+        out += [S.md_table(["job", "runs at once", "steps", "cut", "images/s, total", "images/s per run", "data wait"],
+                           [[r["job"], len(r["runs"]), " / ".join(str(x.get("step", "")) for x in r["runs"]),
+                             "yes" if any(x.get("cut") for x in r["runs"]) else "no", f"{r['img_per_s_total']:,.0f}",
+                             " / ".join(f"{x['img_per_s']:,.0f}" for x in r["runs"] if "img_per_s" in x),
+                             " / ".join(f"{100 * x['data_wait']:.1f} %" for x in r["runs"] if "data_wait" in x)]
+                            for r in loops]), ""]
+    prof = [r for r in rows if r.get("stage") == "profile" and "img_per_s" in r]
+    if prof:
+        out += head("The real loop under torch.profiler and CUDA's sync debug mode (its tables: logs/profile.txt)")
+        out += [S.md_table(["steps", "images/s (slowed by the profiler)", "data wait", "host syncs"],
+                           [[r.get("step", ""), f"{r['img_per_s']:,.0f}", f"{100 * r['data_wait']:.1f} %",
+                             r.get("syncs", "")] for r in prof]), ""]
+    return out
