@@ -53,6 +53,12 @@ class Laps:
         self.t = now
 
 
+def token_counts(cfg, step, batch, grid):
+    """The token counts of `step`'s masks (context, then each target block): what sets the shapes its kernels see."""
+    ctx, tgt = train.step_randomness(cfg, step, batch, grid, "cpu")[:2]
+    return tuple(m.shape[1] for m in ctx + tgt)
+
+
 def timed(run, steps, imgs, device):
     """Seconds per training step over steps 0..steps-1, with one sync at the end: the loop never waits for the
     device, as in train.py."""
@@ -83,8 +89,7 @@ def main(argv=None):
     # 410 ms against 224 ms; new kernel plans and allocations, we think). A run meets all of its ~80 counts within
     # its first few thousand steps, so the figure is a second pass over the same steps; the first is printed too.
     dt_new = timed(run, cfg["steps"], imgs, device)
-    counts = lambda steps: {tuple(m.shape[1] for m in sum(train.step_randomness(cfg, i, B, encoder.grid, "cpu")[:2],
-                                                            [])) for i in steps}
+    counts = lambda steps: {token_counts(cfg, i, B, encoder.grid) for i in steps}  # noqa: E731
     new = counts(range(cfg["steps"])) - counts(range(cfg["steps"], cfg["steps"] + cfg["warmup"]))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import augment  # noqa: E402
+import bench  # noqa: E402
 import data  # noqa: E402
 import masks  # noqa: E402
 import train  # noqa: E402
@@ -87,7 +88,7 @@ def counts():
     for batch in (256, 1024):
         seen, first = set(), []
         for step in range(2000):
-            key = tuple(m.shape[1] for m in sum(train.step_randomness(GPU_CFG, step, batch, (8, 8), "cpu")[:2], []))
+            key = bench.token_counts(GPU_CFG, step, batch, (8, 8))
             first += [step] if key not in seen else []
             seen.add(key)
         met = ", ".join(f"{bisect.bisect_left(first, n)} by step {n}" for n in (50, 100, 300))

@@ -24,8 +24,7 @@ def test_bench_reports_all_stages(capsys, monkeypatch):
     # warm-up on a step after the timed ones; first sight of the timed step's token counts, timed, staged, FLOPs
     assert [i for i, _ in calls] == [1, 0, 0, 0, 0] and [lap is not None for _, lap in calls].count(True) == 1
     assert 0 < out["ms_per_step_first"]
-    lengths = lambda i: [m.shape[1] for m in sum(bench.train.step_randomness(  # noqa: E731
-        dict(bench.CONFIG, min_keep=4), i, 4, (4, 4), "cpu")[:2], [])]
+    lengths = lambda i: bench.token_counts(dict(bench.CONFIG, min_keep=4), i, 4, (4, 4))  # noqa: E731
     assert out["new_counts_first"] == (lengths(0) != lengths(1))  # step 0's token counts against the warm-up's
     assert out["batch_size"] == 4 and out["gflop_per_image"] > 0 and out["img_per_s"] > 0
     on_gpu = out["device"] != "cpu"

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-import train
+import bench
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "bench_parts.py")
@@ -26,8 +26,7 @@ def test_counts_match_the_steps_masks(capsys):
     n, by50, by100, by300, last = map(int, re.search(r"batch 256: (\d+) token counts in 2,000 steps; met: (\d+) by "
                                                      r"step 50, (\d+) by step 100, (\d+) by step 300; the last new "
                                                      r"one at step (\d+)", lines[0]).groups())
-    lengths = lambda step: tuple(m.shape[1] for m in sum(  # noqa: E731
-        train.step_randomness(bench_parts.GPU_CFG, step, 256, (8, 8), "cpu")[:2], []))
+    lengths = lambda step: bench.token_counts(bench_parts.GPU_CFG, step, 256, (8, 8))  # noqa: E731
     first_100 = {lengths(s) for s in range(100)}
     assert by100 == len(first_100) and by50 <= by100 <= by300 <= n  # "by step 100": steps 0..99
     assert lengths(last) not in {lengths(s) for s in range(last)}  # no earlier step had them
