@@ -240,9 +240,11 @@ def recipe_job(s, name, seed, mult, flags):
     extra = ["--seed", str(seed), "--workers", str(s.args.workers)] + flags
     if not s.args.smoke:
         extra += ["--data_length", str(mult * QUICK_IMAGES)]
-    rc, wall, cut, _ = s.run(name, train_cmd(s, d, extra), reserve=s.args.reserve)
+    cmd = train_cmd(s, d, extra)
+    rc, wall, cut, _ = s.run(name, cmd, reserve=s.args.reserve)
+    batch = ([config(s)["batch_size"]] + [int(v) for k, v in zip(cmd, cmd[1:]) if k == "--batch_size"])[-1]
     s.row(stage="recipe", job=name, what="train", seed=seed, images=mult * QUICK_IMAGES, rc=rc, wall_s=wall, cut=cut,
-          batch_size=config(s)["batch_size"], flags=" ".join(flags), **train_figures(d))
+          batch_size=batch, flags=" ".join(flags), **train_figures(d))
     s.pack()
     ckpt = os.path.join(d, "latest.pt")
     if not os.path.exists(ckpt):

@@ -15,7 +15,7 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     cmd = [sys.executable, "scripts/gpu_runs.py", "speed", "profile", "recipe", "--smoke", "--out", str(out), "--work",
            str(work), "--batches", "4", "--speed_batches", "0", "--share", "1", "--seeds", "0", "--curve", "1",
-           "--workers", "0", "--variants", "lr2e-3=--lr 0.002"]
+           "--workers", "0", "--variants", "lr2e-3=--lr 0.002 --batch_size 4"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stdout + p.stderr
     rows = [json.loads(line) for line in open(out / "rows.jsonl")]
@@ -33,11 +33,12 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     assert len(prof) == 1 and prof[0].endswith("| 0 |")  # the profile's 4 steps, no host sync counted on the CPU
     for job in ("gpu_s0", "curve1x_s0"):
         train, mrr = by[job, "train"], by[job, "mrr"]
-        assert train["rc"] == 0 and not train["cut"] and train["step"] == 8  # data_length 64 / batch 8
+        assert train["rc"] == 0 and not train["cut"] and train["step"] == 8 and train["batch_size"] == 8  # 64 / 8
         assert mrr["rc"] == 0 and 0 < mrr["chance"] <= mrr["mrr"] <= 1 and mrr["rank"] > 0
         assert {"mrr/clean", "mrr/brightness", "mrr/hue", "null"} <= set(mrr)
     variant = by["gpu_lr2e-3_s0", "mrr"]  # the recipe with one change: its own rows, probes only for the recipe
-    assert variant["flags"] == "--lr 0.002" and variant["rc"] == 0 and 0 < variant["mrr"] <= 1
+    assert variant["flags"] == "--lr 0.002 --batch_size 4" and variant["rc"] == 0 and 0 < variant["mrr"] <= 1
+    assert by["gpu_lr2e-3_s0", "train"]["batch_size"] == 4 and by["gpu_lr2e-3_s0", "train"]["step"] == 16
     assert "'lr': 0.002" in (work / "logs" / "gpu_lr2e-3_s0.txt").read_text()  # train.py's config line
     assert by["profile", "train"]["rc"] == 0 and by["profile", "train"]["syncs"] == 0  # counted on CUDA only
     probes = [r for r in rows if r["what"].startswith("linear ")]
