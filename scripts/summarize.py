@@ -18,7 +18,6 @@ Result files (checked in; nothing else feeds docs/results.md):
 """
 import collections
 import glob
-import importlib.util
 import json
 import os
 import sys
@@ -230,18 +229,13 @@ def render_tsv(path):
     return "\n".join(lines)
 
 
-def load_module(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def gpu_section(day, meta):
     """The GPU session results/gpu/DAY (scripts/summarize_gpu.py): the recipe and its scaling curve, the linear
     probes, the speed rows, and the paper's tables at that scale."""
-    gpu = load_module("summarize_gpu", os.path.join(ROOT, "scripts", "summarize_gpu.py"))
-    return gpu.section(os.path.join(GPU, day), day, meta.get(day, {}))
+    sys.modules.setdefault("summarize", sys.modules[__name__])  # run as a script: summarize_gpu imports this module
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import summarize_gpu
+    return summarize_gpu.section(os.path.join(GPU, day), day, meta.get(day, {}))
 
 
 def render_docs():

@@ -49,11 +49,9 @@ def test_tables_from_results(tmp_path):
 
 
 def load_summarize():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("summarize", os.path.join(ROOT, "scripts", "summarize.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import summarize  # one module, the one summarize_gpu imports too
+    return summarize
 
 
 def test_docs_results_is_what_summarize_writes():
@@ -80,7 +78,7 @@ def test_every_result_file_names_how_it_was_made():
 
 def test_gpu_section_uses_plot_scaling(tmp_path):
     s = load_summarize()
-    plot = s.load_module("plot_scaling", os.path.join(ROOT, "scripts", "plot_scaling.py"))
+    import plot_scaling as plot
     gpu, _ = plot.load(os.path.join(ROOT, "results", "gpu", "2026-12-04", "recipe_rows.jsonl"))
     table = plot.table(gpu)
     assert table.startswith("| images seen | runs | mrr | clean |")
@@ -112,11 +110,11 @@ def test_docs_check_flag(tmp_path):
     assert p.returncode == 1 and "stale" in p.stderr
 
 
-def test_the_gpu_profile_of_paper_tables_reaches_docs(tmp_path):
+def test_the_gpu_profile_of_paper_tables_reaches_docs(tmp_path, monkeypatch):
     """PROFILE=gpu table1 at toy sizes (scripts/paper_tables.sh): its lines, with their label, become a GPU day's
     "paper's tables" section in docs/results.md."""
     s = load_summarize()
-    gpu_runs = s.load_module("gpu_runs", os.path.join(ROOT, "scripts", "gpu_runs.py"))
+    import gpu_runs
     toy = " ".join(gpu_runs.TOY + ["--data_length", "32"])  # gpu_runs.py --smoke's toy sizes
     day = tmp_path / "gpu" / "2099-01-01"
     env = dict(os.environ, PROFILE="gpu", SEEDS="0", PAR="2", RUN_DIR=str(tmp_path / "runs"), TRAIN_FLAGS=toy,
@@ -128,7 +126,7 @@ def test_the_gpu_profile_of_paper_tables_reaches_docs(tmp_path):
     assert lines[0] == "# label: shape"
     assert sorted(line.split("\t")[1] for line in lines if line.startswith("mrr\t")) == [
         "cond_feature", "cond_none", "cond_sequence"]
-    s.GPU = str(tmp_path / "gpu")
+    monkeypatch.setattr(s, "GPU", str(tmp_path / "gpu"))
     text = s.gpu_section("2099-01-01", {})
     assert "### The paper's tables at this scale" in text and "shape top-1 %" in text
     assert row(text.splitlines(), "| none | 0.").endswith("(1) | 0.00 |")  # one seed, beside the paper's 0.00
