@@ -20,6 +20,12 @@ SERIES = (("mrr", "over sources", (0, 0, 0)), ("mrr/clean", "clean source", (31,
           ("mrr/saturation", "saturation", (214, 39, 40)), ("mrr/hue", "hue", (148, 103, 189)))
 
 
+def images_seen(train_row):
+    """The images a recipe run trained on: its steps times its batch (rows from before gpu_runs.py recorded the
+    batch ran configs/gpu.json's 256)."""
+    return train_row["step"] * train_row.get("batch_size", 256)
+
+
 def load(rows_path):
     """{images seen: [rows]} of the GPU recipe (a cut run counts the images it saw) and the quick start's points."""
     rows = [json.loads(line) for line in open(rows_path)]
@@ -28,7 +34,7 @@ def load(rows_path):
     for r in rows:
         if r.get("what") == "mrr" and "mrr" in r and not r.get("flags"):  # gpu_runs.py --variants: not the curve
             t = trained.get(r["job"], {})
-            seen = t["step"] * t.get("batch_size", 256) if t.get("cut") else r["images"]  # 256: configs/gpu.json
+            seen = images_seen(t) if t.get("cut") else r["images"]
             gpu[seen].append(dict(r, cut=bool(t.get("cut")), step=t.get("step")))
     quick = collections.defaultdict(list)
     if os.path.exists(QUICK):

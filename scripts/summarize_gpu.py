@@ -82,7 +82,24 @@ def recipe_tables(recipe):
                              f"{r['img_per_s']:,.0f}" if "img_per_s" in r else "",
                              f"{100 * r['data_wait']:.1f} %" if "data_wait" in r else "",
                              f"{r['peak_mem_gb']:.2f}" if "peak_mem_gb" in r else ""] for r in trains]), ""]
+        out += together(trains)
     return out
+
+
+def together(trains):
+    """The recipe call's runs as the work of one GPU: the images they trained on over the span from the first start
+    to the last end (each run's start-up included; evaluations and probes come after)."""
+    if not all("t_s" in r and "wall_s" in r and "step" in r for r in trains):
+        return []
+    begin, end = min(r["t_s"] - r["wall_s"] for r in trains), max(r["t_s"] for r in trains)
+    seen = sum(plot.images_seen(r) for r in trains)
+    return [f"All {len(trains)} runs together, {max_at_once(trains)} at most at once: {seen:,} images in "
+            f"{end - begin:.0f} s = **{seen / (end - begin):,.0f} images/s** on the one GPU.", ""]
+
+
+def max_at_once(trains):
+    spans = [(r["t_s"] - r["wall_s"], r["t_s"]) for r in trains]
+    return max(sum(a <= t < b for a, b in spans) for t, _ in spans)
 
 
 def probe_table(rows, rel):

@@ -41,6 +41,8 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     assert by["gpu_lr2e-3_s0", "train"]["batch_size"] == 4 and by["gpu_lr2e-3_s0", "train"]["step"] == 16
     assert "'lr': 0.002" in (work / "logs" / "gpu_lr2e-3_s0.txt").read_text()  # train.py's config line
     assert by["profile", "train"]["rc"] == 0 and by["profile", "train"]["syncs"] == 0  # counted on CUDA only
+    recipe = "\n".join(summarize_gpu.recipe_tables(str(out / "rows.jsonl")))  # 8 + 8 steps of 8, 16 of 4
+    assert "All 3 runs together, " in recipe and " at most at once: 192 images in " in recipe
     probes = [r for r in rows if r["what"].startswith("linear ")]
     assert len(probes) == 6 and all(r["rc"] == 0 and 0 <= r["top1"] <= 100 for r in probes)
     assert rows[-1]["what"] == "done"
