@@ -1,11 +1,13 @@
 """The data pipeline's parts on the CPU (docs/speed.md, "Data pipeline"): the photometric views (augment.make_views),
 the multiblock masks (masks.sample_masks), the built-in data (data.Shapes, with and without the crop + flip), train.py's
-loader of configs/gpu.json (what its workers deliver, without a training step), and the token counts that gpu.json's
-masks give step by step (a step whose counts are new is slower on a GPU: docs/speed.md).
+loader of configs/gpu.json (what its workers deliver, without a training step), the token counts that gpu.json's
+masks give step by step (a step whose counts are new is slower on a GPU: docs/speed.md), and the ops its training
+step dispatches, stage by stage (each a kernel launch on a GPU).
 
-    python scripts/bench_parts.py            # all five; or name some: views masks shapes loader counts
+    python scripts/bench_parts.py            # all six; or name some: views masks shapes loader counts ops
 """
 import bisect
+import collections
 import json
 import os
 import statistics
@@ -13,12 +15,14 @@ import sys
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import augment  # noqa: E402
 import bench  # noqa: E402
 import data  # noqa: E402
 import masks  # noqa: E402
+import model  # noqa: E402
 import train  # noqa: E402
 
 GPU_CFG = dict(train.CONFIG, **json.load(open(os.path.join(os.path.dirname(__file__), "..", "configs", "gpu.json"))))
@@ -96,7 +100,46 @@ def counts():
               f"the last new one at step {first[-1]}")
 
 
-PARTS = {"views": views, "masks": mask_batches, "shapes": shapes, "loader": loader, "counts": counts}
+class OpCount(TorchDispatchMode):
+    """Counts every aten op dispatched under it, by name."""
+    def __init__(self):
+        super().__init__()
+        self.names = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket).split(".")[-1]
+        if not name.startswith("_record_function"):  # the optimizer's profiler marks
+            self.names[("view " if func.is_view else "") + name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops():
+    """The aten ops that train.train_step dispatches per stage for configs/gpu.json (batch 8 on the CPU: the count
+    does not depend on the batch). On a GPU each computing op on a CUDA tensor launches a kernel (the masks and view
+    parameters are drawn on the host); views only cost host time. A step bound by per-step overhead pays for each."""
+    torch.set_num_threads(1)
+    cfg = dict(GPU_CFG, device="cpu", batch_size=8, accum=1, workers=0)
+    torch.manual_seed(0)
+    encoder, predictor = model.build_models(cfg, augment.ACTION_NAMES)
+    run = train.build(cfg, 0, 1, torch.device("cpu"), encoder, predictor, 100)
+    imgs = [torch.randint(0, 256, (8, 3, cfg["img_size"], cfg["img_size"]), dtype=torch.uint8)]
+    train.train_step(run, 0, imgs)
+    per = collections.defaultdict(collections.Counter)
+    with OpCount() as c:
+        seen = collections.Counter()
+
+        def lap(stage):
+            per[stage].update(c.names - seen)
+            seen.update(c.names - seen)
+        train.train_step(run, 1, imgs, lap=lap)
+    for stage, names in list(per.items()) + [("in all", c.names)]:
+        views = sum(k for n, k in names.items() if n.startswith("view "))
+        top = ", ".join([f"{n} {k}" for n, k in names.most_common() if not n.startswith("view ")][:4])
+        print(f"ops of configs/gpu.json's step, {stage}: {sum(names.values()) - views} computing, {views} views "
+              f"(no kernel); most: {top}")
+
+
+PARTS = {"views": views, "masks": mask_batches, "shapes": shapes, "loader": loader, "counts": counts, "ops": ops}
 if __name__ == "__main__":
     bad = [p for p in sys.argv[1:] if p not in PARTS]
     if bad:

@@ -1,5 +1,5 @@
-"""scripts/bench_parts.py: the token counts that configs/gpu.json's masks give (docs/speed.md reads them) and the
-one-line error for an unknown part."""
+"""scripts/bench_parts.py: the token counts that configs/gpu.json's masks give and the ops its step dispatches
+(docs/speed.md reads both), and the one-line error for an unknown part."""
 import os
 import re
 import subprocess
@@ -36,4 +36,20 @@ def test_counts_match_the_steps_masks(capsys):
 def test_unknown_part_is_one_line():
     p = subprocess.run([sys.executable, SCRIPT, "nope"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and p.stderr.strip().splitlines() == [
-        "bench_parts.py: error: unknown part 'nope'; choose from views, masks, shapes, loader, counts"]
+        "bench_parts.py: error: unknown part 'nope'; choose from views, masks, shapes, loader, counts, ops"]
+
+
+def test_ops_per_stage_add_up_and_the_optimizer_is_fused(capsys):
+    threads = torch.get_num_threads()
+    try:
+        bench_parts.ops()
+    finally:
+        torch.set_num_threads(threads)
+    got = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"step, (.+?): (\d+) computing, (\d+) views",
+                                                            capsys.readouterr().out)}
+    total = got.pop("in all")
+    assert list(got) == ["masks + params", "augment", "target fwd", "context fwd", "predictor fwd", "predictor bwd",
+                         "context bwd", "optimizer", "EMA"]  # train_step's stages, in order (bench.py's breakdown)
+    computing, views = map(sum, zip(*got.values()))
+    assert total[0] == computing and total[1] >= views  # the step returns a detached view after the EMA's lap
+    assert got["optimizer"][0] < 20 and got["EMA"] == (1, 0)  # fused; torch's per-tensor loop: ~1,470 for 159 tensors
