@@ -12,6 +12,7 @@ being shared by x and y, never enters a_{x→y}. The photometric part here is ba
 (it is float work on every pixel, twice per image). Any batch size works, so B = 1 inside a worker works too.
 Each op equals torchvision.transforms.v2.functional's on float images (tests/test_augment.py).
 """
+import functools
 import math
 from dataclasses import dataclass, fields, replace
 
@@ -182,11 +183,10 @@ CPU_CHUNK = 16  # images per pass on CPU: fresh 100-MB temporaries of a whole 22
 
 
 def _needed_ops(p):
-    """Which ops some image of the batch needs, as Python bools; all of them for parameters on an accelerator,
-    which are not read (that would sync the host every step). Brightness, contrast and saturation at factor 1 are
-    exact identities on [0, 1] images (x·1, 1·x + 0·m, clamp), so a component whose factor is 1 for every image is
-    skipped. Hue is not: shift 0 is the identity only to ~1e-6 (RGB → HSV → RGB round trip), so it runs wherever
-    some image is jittered."""
+    """Which ops some image of the batch needs, as Python bools (all, for parameters on an accelerator: reading
+    them would sync the host). A factor of 1 is an exact identity on [0, 1] images (x·1, 1·x + 0·m, clamp), so a
+    component at 1 for every image is skipped; a hue shift of 0 is one only to ~1e-6 (RGB → HSV → RGB), so hue
+    runs wherever some image is jittered."""
     if any(v.device.type != "cpu" for v in p.values()):
         return dict.fromkeys(("jitter",) + FACTORS + DESTRUCTIVE, True)
     jit = bool(p["jitter"].any())
@@ -196,13 +196,10 @@ def _needed_ops(p):
 
 def apply_params(images, p, cfg=IWM):
     """images float [B, 3, H, W] in [0, 1] → the view defined by p: jitter in the fixed order brightness, contrast,
-    saturation, hue (so the parameters define the image), then the destructive transforms where flagged, in the
-    order of DESTRUCTIVE (grayscale, blur, solarize; DESTRUCTIVE_OPS). Each op runs on the whole batch and
-    torch.where picks per sample: no data-dependent shapes. An op that no image needs is skipped (I-JEPA mode: all
-    of them), decided from p only where p lives on the CPU (_needed_ops). So a caller on GPU may pass the CPU
-    parameters (drawn there anyway) to get the skips: they are copied to the images' device without a sync.
-    The result is bit-identical either way, and always a new tensor. On CPU the batch goes through in chunks
-    of CPU_CHUNK (same result, ~4x faster at 224 px, batch 256)."""
+    saturation, hue, then the destructive transforms where flagged, in DESTRUCTIVE's order (DESTRUCTIVE_OPS). Each op
+    runs on the whole batch and torch.where picks per sample (no data-dependent shapes); one that no image needs is
+    skipped where p lives on the CPU (_needed_ops; train.py's does, for GPU images too: copied without a sync).
+    Always a new tensor, bit-identical either way; on CPU in chunks of CPU_CHUNK (~4x faster at 224 px, batch 256)."""
     if images.device.type == "cpu" and len(images) > CPU_CHUNK:
         return torch.cat([apply_params(images[i:i + CPU_CHUNK], {k: v[i:i + CPU_CHUNK] for k, v in p.items()}, cfg)
                           for i in range(0, len(images), CPU_CHUNK)])
@@ -233,6 +230,7 @@ def _apply_needed(images, p, cfg, need):
 ENCODINGS = ("log_std", "raw")  # how a_{x→y} is written (train.py --action)
 
 
+@functools.lru_cache  # cfg is frozen: one computation per preset, not one per step
 def action_scale(cfg):
     """Std of each log-ratio jitter component of a_{x→y} when both views are jittered, from the jitter strengths
     alone (so a training preset and the MRR bank built from it give the same scale): brightness, contrast and
@@ -246,7 +244,7 @@ def action_scale(cfg):
         lo = max(1.0 - s, LOG_FLOOR)
         out.append(math.sqrt(2.0) * torch.log(lo + u * (1.0 + s - lo)).std().item() if s > 0 else 1.0)
     out.append(cfg.hue * math.sqrt(2.0 / 3.0) if cfg.hue > 0 else 1.0)
-    return out
+    return tuple(out)  # cached: not to be changed by a caller
 
 
 LOG_FLOOR = 0.05  # factors are clamped here before the log: a factor of 0 (strength 1) would give −inf
@@ -279,7 +277,10 @@ def make_views(images, cfg=IWM, generator=None, *, params=None, encoding="log_st
         params = {"source": sample_params(len(img), cfg, destructive=True, generator=generator, device=img.device),
                   "target": sample_params(len(img), cfg, destructive=False, generator=generator, device=img.device)}
     src, tgt = params["source"], params["target"]
-    x, y = apply_params(img, src, cfg), apply_params(img, tgt, cfg)
+    if img.device.type == "cpu" and len(img) > CPU_CHUNK // 2:  # in chunks anyway: two passes spare a copy
+        x, y = apply_params(img, src, cfg), apply_params(img, tgt, cfg)
+    else:  # both views in one pass over [2B]: half the ops (kernel launches on a GPU) of two passes
+        x, y = apply_params(torch.cat([img, img]), {k: torch.cat([src[k], tgt[k]]) for k in src}, cfg).chunk(2)
     return x, y, action_from_params(src, tgt, cfg, encoding).to(img.device, non_blocking=True), params
 
 

@@ -103,8 +103,7 @@ def step_randomness(cfg, step, batch, grid, device):
     src = augment.sample_params(batch, aug, destructive=True, generator=g)
     tgt_p = augment.sample_params(batch, aug, destructive=False, generator=g)
     move = lambda t: t.to(device, non_blocking=True)
-    # the view parameters stay on the CPU: apply_params reads their flags there (no host sync) to skip the ops
-    # that no image of the batch needs, then copies them over itself
+    # the view parameters stay on the CPU: apply_params skips the ops no image needs, then copies them (no sync)
     return [move(m) for m in ctx], [move(m) for m in tgt], src, tgt_p
 
 

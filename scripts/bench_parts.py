@@ -114,9 +114,10 @@ class OpCount(TorchDispatchMode):
 
 
 def ops():
-    """The aten ops that train.train_step dispatches per stage for configs/gpu.json (batch 8 on the CPU: the count
-    does not depend on the batch). On a GPU each computing op on a CUDA tensor launches a kernel (the masks and view
-    parameters are drawn on the host); views only cost host time. A step bound by per-step overhead pays for each."""
+    """The aten ops that train.train_step dispatches per stage for configs/gpu.json (batch 8 on the CPU, which makes
+    both views in one pass as on a GPU: augment.make_views; the count does not depend on the batch there). On a GPU
+    each computing op on a CUDA tensor launches a kernel (the masks and view parameters are drawn on the host); views
+    only cost host time. A step bound by per-step overhead pays for each."""
     torch.set_num_threads(1)
     cfg = dict(GPU_CFG, device="cpu", batch_size=8, accum=1, workers=0)
     torch.manual_seed(0)

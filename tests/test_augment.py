@@ -186,6 +186,22 @@ def test_cpu_chunking_gives_the_whole_batch_result(monkeypatch):
     close(chunked, A.apply_params(img, p), what="chunked vs whole batch")
 
 
+@pytest.mark.parametrize("n, chunk", [(5, A.CPU_CHUNK), (24, A.CPU_CHUNK), (37, 1000)])  # 1000: as on a GPU
+def test_make_views_one_pass_gives_each_views_own_result(monkeypatch, n, chunk):
+    """make_views runs apply_params once over source and target stacked (half the kernel launches on a GPU), unless
+    the CPU would chunk the batch anyway: each view must be bit for bit what apply_params gives for that view's
+    parameters alone, either way."""
+    monkeypatch.setattr(A, "CPU_CHUNK", chunk)
+    calls = []
+    monkeypatch.setattr(A, "_apply_needed", lambda *a, f=A._apply_needed: calls.append(len(a[0])) or f(*a))
+    imgs = torch.randint(0, 256, (n, 3, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
+    x, y, _, p = A.make_views(imgs, A.PRESETS["strong"], generator=torch.Generator().manual_seed(1))
+    two_passes = [min(chunk, n - i) for i in range(0, n, chunk)] * 2
+    assert calls == (two_passes if n > chunk // 2 else [2 * n]), calls
+    for view, params, what in ((x, p["source"], "source"), (y, p["target"], "target")):
+        close(view, A.apply_params(A.to_float(imgs), params, A.PRESETS["strong"]), what=what)
+
+
 # apply_params skips the ops that no image needs (issue 14). The reference below is apply_params as it was before,
 # every op on every image then torch.where: the new one must give the same bits for any parameters.
 def _reference_apply_params(images, p, cfg=A.IWM):
