@@ -277,7 +277,7 @@ def make_views(images, cfg=IWM, generator=None, *, params=None, encoding="log_st
         params = {"source": sample_params(len(img), cfg, destructive=True, generator=generator, device=img.device),
                   "target": sample_params(len(img), cfg, destructive=False, generator=generator, device=img.device)}
     src, tgt = params["source"], params["target"]
-    if img.device.type == "cpu" and len(img) > CPU_CHUNK // 2:  # in chunks anyway: two passes spare a copy
+    if img.device.type == "cpu" and 2 * len(img) > CPU_CHUNK:  # [2B] would go in chunks: two passes spare a copy
         x, y = apply_params(img, src, cfg), apply_params(img, tgt, cfg)
     else:  # both views in one pass over [2B]: half the ops (kernel launches on a GPU) of two passes
         x, y = apply_params(torch.cat([img, img]), {k: torch.cat([src[k], tgt[k]]) for k in src}, cfg).chunk(2)

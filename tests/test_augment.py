@@ -197,7 +197,7 @@ def test_make_views_one_pass_gives_each_views_own_result(monkeypatch, n, chunk):
     imgs = torch.randint(0, 256, (n, 3, 20, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
     x, y, _, p = A.make_views(imgs, A.PRESETS["strong"], generator=torch.Generator().manual_seed(1))
     two_passes = [min(chunk, n - i) for i in range(0, n, chunk)] * 2
-    assert calls == (two_passes if n > chunk // 2 else [2 * n]), calls
+    assert calls == (two_passes if 2 * n > chunk else [2 * n]), calls
     for view, params, what in ((x, p["source"], "source"), (y, p["target"], "target")):
         close(view, A.apply_params(A.to_float(imgs), params, A.PRESETS["strong"]), what=what)
 
