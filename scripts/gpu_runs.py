@@ -7,7 +7,8 @@ Stages (run in the order given):
            --speed_steps steps alone, then --share copies at once (images/s, data wait and peak memory from each
            run's log.jsonl)
   profile  the real loop of configs/gpu.json for --speed_steps steps under torch.profiler (host and device time per
-           op, in logs/profile.txt) and CUDA's sync debug mode (every host sync, counted by the line that made it):
+           op, in logs/profile.txt) and CUDA's sync debug mode (every host sync, counted by the line that made it),
+           then under cProfile (the main thread's ms per step in the loader's next(), train_step and its stages):
            where the loop's time goes beyond bench.py's step
   recipe   configs/gpu.json for --seeds, and the scaling curve: the same recipe at --curve multiples of the quick
            start's 44,800 images (the largest multiple is gpu.json itself, so its seeds are the curve's last point);
@@ -158,16 +159,45 @@ for where, n in syncs.most_common(20):
 """
 
 
+# The main thread's wall time by Python function (cProfile; the loader's worker processes and pin-memory thread are
+# not in it): whether the loop's time beyond bench.py's step is in the step itself or around it (the loader's next(),
+# logging). cProfile adds ~1 us per Python call, so the Python-heavy parts read a little high.
+CPROFILE_PY = """
+import cProfile, os, pstats, sys, train
+prof = cProfile.Profile()
+prof.runcall(train.main, sys.argv[1:])
+stats = pstats.Stats(prof)
+for (path, _, name), (_, calls, _, cum, _) in stats.stats.items():
+    key = os.path.basename(path) + ":" + name
+    if key in KEYS.split():
+        print(f"FN {key} {calls} {cum:.6f}")
+stats.sort_stats("cumulative").print_stats(40)
+"""
+CPROFILE_KEYS = {  # what the loop does in a step: train.py's loop, the loader's next(), and the step's stages
+    "loop": "train.py:loop", "next batch": "dataloader.py:__next__", "train_step": "train.py:train_step",
+    "masks + params": "train.py:step_randomness", "make_views": "augment.py:make_views",
+    "iwm_loss": "train.py:iwm_loss", "backward": "_tensor.py:backward", "log_row": "train.py:log_row"}
+
+
 def profile_run(s):
-    """The real loop of the recipe under torch.profiler (host and device time by op): where the loop's time goes
-    beyond bench.py's step (scripts/gpu_runs.py profile; its table is in logs/profile.txt)."""
-    d = os.path.join(s.runs, "profile")
+    """The real loop of the recipe under torch.profiler (host and device time by op; its tables in logs/profile.txt)
+    and under cProfile (the main thread's ms per step by function; logs/cprofile.txt): where the loop's time goes
+    beyond bench.py's step."""
     steps = ["--max_steps", "4" if s.args.smoke else str(s.args.speed_steps), "--eval_every", "0"]
-    cmd = [sys.executable, "-c", PROFILE_PY] + train_cmd(s, d, steps)[2:]
-    rc, wall, cut, text = s.run("profile", cmd)
+    d = os.path.join(s.runs, "profile")
+    rc, wall, cut, text = s.run("profile", [sys.executable, "-c", PROFILE_PY] + train_cmd(s, d, steps)[2:])
     m = re.search(r"^SYNCS (\d+)", text, re.M)  # host syncs over the whole run (CUDA only; the CPU has none)
     s.row(stage="profile", job="profile", what="train", rc=rc, wall_s=wall, cut=cut,
           syncs=int(m.group(1)) if m else None, **train_figures(d))
+    d = os.path.join(s.runs, "cprofile")
+    code = f"KEYS = {' '.join(CPROFILE_KEYS.values())!r}" + CPROFILE_PY
+    rc, wall, cut, text = s.run("cprofile", [sys.executable, "-c", code] + train_cmd(s, d, steps)[2:])
+    fig = train_figures(d)
+    cum = {key: (int(n), float(t)) for key, n, t in re.findall(r"^FN (\S+) (\d+) ([\d.]+)$", text, re.M)}
+    ms = {name: round(1e3 * cum[key][1] / fig["step"], 2) for name, key in CPROFILE_KEYS.items()
+          if key in cum and fig.get("step")}
+    s.row(stage="profile", job="cprofile", what="cprofile", rc=rc, wall_s=wall, cut=cut, step=fig.get("step"),
+          ms_per_step=ms, calls={name: cum[key][0] for name, key in CPROFILE_KEYS.items() if key in cum})
 
 
 def bench_rows(s, batches, compile_batch=0):

@@ -123,7 +123,8 @@ def probe_table(rows, rel):
 
 
 def speed_tables(path, about):
-    """A rows file's speed tables: bench.py, the loader alone, the real loop (alone and shared), the profiled loop."""
+    """A rows file's speed tables: bench.py, the loader alone, the real loop (alone and shared), the profiled loop
+    (torch.profiler, then cProfile)."""
     rows = [json.loads(x) for x in open(path)]
     rel = os.path.relpath(path, S.ROOT)
     start = next((r for r in rows if r.get("stage") == "start"), {})
@@ -159,4 +160,10 @@ def speed_tables(path, about):
         out += [S.md_table(["steps", "images/s (slowed by the profiler)", "data wait", "host syncs"],
                            [[r.get("step", ""), f"{r['img_per_s']:,.0f}", f"{100 * r['data_wait']:.1f} %",
                              r.get("syncs", "")] for r in prof]), ""]
+    cprof = [r for r in rows if r.get("what") == "cprofile" and r.get("ms_per_step")]
+    if cprof:  # loop = next batch + train_step + log_row + the rest; the stages are inside train_step
+        out += head("The real loop's main thread under cProfile: ms per step by function (logs/cprofile.txt)")
+        keys = list(cprof[0]["ms_per_step"])
+        out += [S.md_table(["steps"] + keys, [[r["step"]] + [cell(r["ms_per_step"].get(k), ".1f") for k in keys]
+                                              for r in cprof]), ""]
     return out

@@ -29,7 +29,7 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     import summarize_gpu  # docs/results.md's tables of these rows: the loader's and the profiled loop's too
     text = "\n".join(summarize_gpu.speed_tables(str(out / "rows.jsonl"), None))
     assert f"| 1 | 256 | {loader['rates'][0]['img_per_s']:,} |" in text
-    prof = [x for x in text.split("sync debug mode")[1].splitlines() if x.startswith("| 4 |")]
+    prof = [x for x in text.split("sync debug mode")[1].split("cProfile")[0].splitlines() if x.startswith("| 4 |")]
     assert len(prof) == 1 and prof[0].endswith("| 0 |")  # the profile's 4 steps, no host sync counted on the CPU
     for job in ("gpu_s0", "curve1x_s0"):
         train, mrr = by[job, "train"], by[job, "mrr"]
@@ -41,6 +41,11 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     assert by["gpu_lr2e-3_s0", "train"]["batch_size"] == 4 and by["gpu_lr2e-3_s0", "train"]["step"] == 16
     assert "'lr': 0.002" in (work / "logs" / "gpu_lr2e-3_s0.txt").read_text()  # train.py's config line
     assert by["profile", "train"]["rc"] == 0 and by["profile", "train"]["syncs"] == 0  # counted on CUDA only
+    cprof = by["cprofile", "cprofile"]  # the main thread's ms per step: the step and its stages inside the loop
+    ms, calls = cprof["ms_per_step"], cprof["calls"]
+    assert cprof["rc"] == 0 and cprof["step"] == 4 and calls["train_step"] == calls["next batch"] == 4
+    assert 0 < ms["masks + params"] + ms["iwm_loss"] + ms["backward"] < ms["train_step"] < ms["loop"]
+    assert "| steps | loop | next batch | train_step |" in text
     recipe = "\n".join(summarize_gpu.recipe_tables(str(out / "rows.jsonl")))  # 8 + 8 steps of 8, 16 of 4
     assert "All 3 runs together, " in recipe and " at most at once: 192 images in " in recipe
     probes = [r for r in rows if r["what"].startswith("linear ")]
