@@ -7,6 +7,7 @@ dependency: nothing to install) and prints the table in markdown.
 """
 import collections
 import csv
+import glob
 import json
 import math
 import os
@@ -14,7 +15,10 @@ import sys
 
 from PIL import Image, ImageDraw, ImageFont
 
-QUICK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "quickstart_scaling.tsv")
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+QUICK, LAPTOP = os.path.join(RESULTS, "quickstart_scaling.tsv"), os.path.join(RESULTS, "laptop")
+RECIPE_EMA = "0.968→1"  # configs/gpu.json's momentum
+KEYS = ("mrr", "clean", "grayscale", "solarize", "brightness", "contrast", "saturation", "hue", "rank")
 SERIES = (("mrr", "over sources", (0, 0, 0)), ("mrr/clean", "clean source", (31, 119, 180)),
           ("mrr/brightness", "brightness", (255, 127, 14)), ("mrr/contrast", "contrast", (44, 160, 44)),
           ("mrr/saturation", "saturation", (214, 39, 40)), ("mrr/hue", "hue", (148, 103, 189)))
@@ -24,6 +28,19 @@ def images_seen(train_row):
     """The images a recipe run trained on: its steps times its batch (rows from before gpu_runs.py recorded the
     batch ran configs/gpu.json's 256)."""
     return train_row["step"] * train_row.get("batch_size", 256)
+
+
+def load_cpu(paths=None):
+    """{images seen: [rows]} of configs/gpu.json as it is now (EMA 0.968→1) trained on the CPU: the rows of
+    results/laptop/batch256_*.tsv with that momentum (their `images` column; mrr, clean and jitter components)."""
+    cpu = collections.defaultdict(list)
+    for path in paths if paths is not None else sorted(glob.glob(os.path.join(LAPTOP, "batch256_*.tsv"))):
+        lines = [x for x in open(path) if not x.startswith("#")]
+        for r in csv.DictReader(lines, delimiter="\t"):
+            if r.get("EMA momentum", "").startswith(RECIPE_EMA) and r.get("images") and r.get("mrr"):
+                cpu[int(r["images"])].append({("mrr/" + k if k not in ("mrr", "rank") else k): float(v)
+                                              for k, v in r.items() if k in KEYS and v})
+    return cpu
 
 
 def load(rows_path):
@@ -47,13 +64,13 @@ def mean(xs):
     return sum(xs) / len(xs)
 
 
-def draw(gpu, quick, chance, path, W=900, H=560):
+def draw(gpu, quick, cpu, chance, path, W=900, H=560):
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=15)
     small = ImageFont.load_default(size=13)
     x0, x1, y0, y1 = 80, W - 200, 40, H - 70
-    xs = sorted(set(gpu) | set(quick))
+    xs = sorted(set(gpu) | set(quick) | set(cpu))
     lo, hi = math.log10(min(xs)) - 0.1, math.log10(max(xs)) + 0.1
     px = lambda n: x0 + (math.log10(n) - lo) / (hi - lo) * (x1 - x0)
     py = lambda v: y1 - v / 0.8 * (y1 - y0)
@@ -66,8 +83,8 @@ def draw(gpu, quick, chance, path, W=900, H=560):
         d.text((px(n) - 22, y1 + 8), f"{n / 44_800:g}x", fill="black", font=small)
     d.text(((x0 + x1) // 2 - 170, H - 40), "images seen (multiples of the quick start's 44,800)", fill="black",
            font=font)
-    d.text((x0, 12), "MRR (bank 256) against images seen: configs/gpu.json (batch 256), one H200", fill="black",
-           font=font)
+    d.text((x0, 12), "MRR (bank 256) against images seen: batch 256 (configs/gpu.json) and the quick start",
+           fill="black", font=font)
     d.line([x0, py(chance), x1, py(chance)], fill=(150, 150, 150), width=1)
     d.text((x1 - 60, py(chance) - 16), "chance", fill=(120, 120, 120), font=small)
     for i, (key, name, rgb) in enumerate(SERIES):
@@ -79,17 +96,22 @@ def draw(gpu, quick, chance, path, W=900, H=560):
                 d.ellipse([x - 3, y - 3, x + 3, y + 3], outline=rgb, fill=rgb if not r["cut"] else "white")
         d.line([x1 + 15, y0 + 20 * i + 8, x1 + 40, y0 + 20 * i + 8], fill=rgb, width=3)
         d.text((x1 + 45, y0 + 20 * i), name, fill="black", font=small)
-    for key, rgb, i in (("mrr", (0, 0, 0), 0), ("mrr/clean", (31, 119, 180), 1)):
-        if quick:
-            pts = [(px(n), py(mean([r[key] for r in quick[n]]))) for n in sorted(quick)]
+    for j, (points, what, on, off) in enumerate(((quick, "batch 32", 6, 4), (cpu, "EMA .968", 2, 4))):
+        for key, rgb, i in (("mrr", (0, 0, 0), 0), ("mrr/clean", (31, 119, 180), 1)):
+            pts = [(px(n), py(mean([r[key] for r in points[n]]))) for n in sorted(points)]
             for a, b in zip(pts, pts[1:]):
-                _dashed(d, a, b, rgb)
-        y = y0 + 20 * (len(SERIES) + 1 + i) + 8
-        _dashed(d, (x1 + 15, y), (x1 + 40, y), rgb)
-        d.text((x1 + 45, y - 8), ("over sources" if key == "mrr" else "clean") + ", batch 32", fill="black",
-               font=small)
-    d.text((x1 + 15, y0 + 20 * (len(SERIES) + 4)), "dashed: quick start\n(batch 32, CPU/GPU)\nopen dots: run cut at\n"
-           "82% of its steps", fill=(80, 80, 80), font=small)
+                _dashed(d, a, b, rgb, on, off)
+            for n in sorted(points) if j else []:  # the CPU runs: each seed a square
+                for r in points[n]:
+                    x, y = px(n), py(r[key])
+                    d.rectangle([x - 3, y - 3, x + 3, y + 3], outline=rgb, fill=rgb)
+            y = y0 + 20 * (len(SERIES) + 1 + 2 * j + i) + 8
+            _dashed(d, (x1 + 15, y), (x1 + 40, y), rgb, on, off)
+            d.text((x1 + 45, y - 8), ("over sources" if key == "mrr" else "clean") + ", " + what, fill="black",
+                   font=small)
+    d.text((x1 + 15, y0 + 20 * (len(SERIES) + 6)), "solid: EMA .996, H200\nopen dots: run cut at 82%\n"
+           "dashed: quick start\n(batch 32, CPU/GPU)\ndotted, squares: gpu.json\nnow (EMA .968), CPU",
+           fill=(80, 80, 80), font=small)
     img.save(path)
 
 
@@ -122,7 +144,7 @@ def main(argv):
     if not gpu:
         sys.exit(f"plot_scaling.py: error: no mrr rows in {argv[0]}")
     chance = next(r["chance"] for rs in gpu.values() for r in rs)
-    draw(gpu, quick, chance, argv[1])
+    draw(gpu, quick, load_cpu(), chance, argv[1])
     print(table(gpu))
     print(f"wrote {argv[1]}")
 

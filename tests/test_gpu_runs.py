@@ -68,3 +68,18 @@ def test_a_bad_variant_is_one_line():
     p = subprocess.run([sys.executable, "scripts/gpu_runs.py", "recipe", "--smoke", "--variants", "a b=--lr 1"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "--variants must be" in p.stderr.strip().splitlines()[-1]
+
+
+def test_plot_scaling_reads_the_recipes_cpu_runs_by_momentum(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import plot_scaling
+    f = tmp_path / "batch256_8x.tsv"
+    f.write_text("# title: t\nrun\timages\tEMA momentum\tseed\tmrr\tclean\thue\trank\tshape probe\n"
+                 f"a\t358400\t{plot_scaling.RECIPE_EMA} (0.996^8)\t0\t0.3\t0.5\t0.1\t12.0\t30\n"
+                 "a\t358400\t0.996→1\t0\t0.2\t0.4\t0.1\t12.0\t30\n"
+                 f"b\t358400\t{plot_scaling.RECIPE_EMA}\t1\t0.5\t0.7\t\t9.0\t\n"
+                 "random init\t\t\t0\t\t\t\t\t20\n")
+    cpu = plot_scaling.load_cpu([str(f)])
+    assert list(cpu) == [358400] and [r["mrr"] for r in cpu[358400]] == [0.3, 0.5]
+    assert cpu[358400][0] == {"mrr": 0.3, "mrr/clean": 0.5, "mrr/hue": 0.1, "rank": 12.0}
+    assert "mrr/hue" not in cpu[358400][1]  # an empty cell is no figure
