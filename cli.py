@@ -82,9 +82,9 @@ def _convert(key, text, default):
     if isinstance(default, (tuple, list)):
         parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
         try:
-            return tuple(type(default[0])(p) if default else float(p) for p in parts)
+            return tuple(type(default[0])(p) for p in parts)
         except ValueError:
-            raise ValueError(f"--{key} expects {len(default)} comma-separated numbers, got {text!r}") from None
+            raise ValueError(f"--{key} expects comma-separated numbers, got {text!r}") from None
     try:
         return type(default)(text)
     except ValueError:
@@ -92,12 +92,13 @@ def _convert(key, text, default):
 
 
 def _check(key, value, default):
-    """`value` (from a config file, or a flag parsed by _convert) has the type of the key's default, and a tuple its
-    length: the same check for both, so `--ema 0.99` fails at start-up, not inside the loop."""
+    """`value` (from a config file, or a flag parsed by _convert) has the type of the key's default, a tuple its
+    length, a list any length > 0 (a grid): the same check for both, so `--ema 0.99` fails at start-up."""
     if isinstance(default, (tuple, list)):
         numbers = isinstance(value, (tuple, list)) and all(type(v) in (int, float) for v in value)  # not bool
-        if not numbers or (default and len(value) != len(default)):
-            raise ValueError(f"{key} expects {len(default)} numbers, got {value!r}")
+        fixed = isinstance(default, tuple)  # a tuple: its default's length; a list (a grid): any length but 0
+        if not numbers or not value or (fixed and len(value) != len(default)):
+            raise ValueError(f"{key} expects {len(default) if fixed else '1 or more'} numbers, got {value!r}")
         return tuple(value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -111,7 +112,7 @@ def parse_config(defaults, argv=None, prog="train.py", doc="", helps=None, exits
     exits with a one-line error (a near miss names the key meant); `--help` prints doc, then every key with its
     default, its description and choices from `helps` (table's), then `exits`."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    cfg, cli, i = dict(defaults), {}, 0
+    cfg, cli, i = {k: tuple(v) if isinstance(v, list) else v for k, v in defaults.items()}, {}, 0
     try:
         while i < len(argv):
             arg = argv[i]

@@ -69,7 +69,8 @@ CONFIG, HELP = cli.table(  # key=(default, description[, choices: the code's own
     val_images=(1000, "evenly spaced val images (0: the whole split)"), epochs=(10, "the schedule's length"),
     max_steps=(0, "stop early at this step (0: no; resumable)"), batch_size=(64, "global batch"),
     blr=(0.0, "base lr: lr = blr · batch / 256 (0: the protocol's)"), warmup_epochs=(1, "lr warm-up, then cosine"),
-    linear_lrs=((1e-3, 3e-3, 1e-2), "lr grid: a head per lr, best on val counts"), weight_decay=(0.05, "weight decay"),
+    linear_lrs=([1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0], "lr grid (any length): a head per lr, the best on val "
+                "counts"), weight_decay=(0.05, "weight decay"),
     layer_decay=(0.65, "MAE recipe (the mae column): layer-wise lr decay"), drop_path=(0.1, "MAE recipe: drop path"),
     smoothing=(0.1, "MAE recipe: label smoothing"), mixup=(0.8, "MAE recipe: mixup alpha (0: off)"),
     cutmix=(1.0, "MAE recipe: cutmix alpha (0: off)"), randaug=(9, "MAE recipe: RandAugment magnitude"),
@@ -208,9 +209,7 @@ def build(cfg, encoder, predictor, pretrained, num_classes, label_ids):
             return layer_decay_scale(name[len("encoder."):], L, cfg["layer_decay"])
         if name.startswith("predictor."):
             return pred_scale
-        if copies > 1:  # heads.{i}: the i-th lr of the grid (the schedule's peak is then 1)
-            return lrs[int(name.split(".")[1])]
-        return 1.0  # heads and task tokens: layer L+1 (decay^0)
+        return lrs[int(name.split(".")[1])] if spec["heads"] == "grid" else 1.0  # heads.{i}: the grid's i-th lr
     return clf, scale
 
 

@@ -166,9 +166,10 @@ ROWS = [
     # two-number flags, typed or from a config file; numbers that are not numbers
     row("train", "crop_scale-one-number", "--crop_scale 0.3", "--crop_scale expects 2 numbers, got (0.3,)"),
     row("train", "ema-one-number", "--ema 0.99", "--ema expects 2 numbers, got (0.99,)"),
-    row("train", "crop_scale-not-numbers", "--crop_scale abc", "--crop_scale expects 2 comma-separated numbers"),
+    row("train", "crop_scale-not-numbers", "--crop_scale abc", "--crop_scale expects comma-separated numbers"),
     row("finetune", "crop_scale-one-number", "--crop_scale 0.3", "--crop_scale expects 2 numbers"),
-    row("finetune", "linear_lrs-not-numbers", "--linear_lrs abc", "--linear_lrs expects 3 comma-separated numbers"),
+    row("finetune", "linear_lrs-not-numbers", "--linear_lrs abc", "--linear_lrs expects comma-separated numbers"),
+    row("finetune", "linear_lrs-empty", "--linear_lrs ,", "--linear_lrs expects 1 or more numbers, got ()"),
     row("train", "config-short-pair", "--config {short_json}", "crop_scale in {short_json} expects 2 numbers"),
     row("train", "config-not-an-object", "--config {list_json}", "must hold one JSON object"),
     row("train", "config-missing", "--config {ck}.json", "cannot read config file {ck}.json"),

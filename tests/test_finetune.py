@@ -83,12 +83,17 @@ def test_encoder_param_groups_get_layer_decay_and_head_full_lr():
     assert finetune.build(cfg, enc, pred, False, [3, 4, 5], [1])[1]("predictor.mask_token") == 1.0
 
 
-@pytest.mark.parametrize("protocol,flags", [("linear", ["--epochs", "4"]),
+@pytest.mark.parametrize("protocol,flags", [("linear", ["--epochs", "4", "--linear_lrs", "0.03,0.3"]),
                                             ("attentive", ["--epochs", "4", "--blr", "0.04", "--crop_scale", "0.5,1"])])
 def test_probes_beat_chance_and_keep_encoder_frozen(ckpt, tmp_path, capsys, captured, protocol, flags):
+    """The linear probe's grid is as long as --linear_lrs says (a list default: any length), the best head counts."""
     metrics = run(ckpt, tmp_path, protocol, "--val_images", "128", *flags)
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"{protocol} top1 {metrics['top1']:.2f}"
     assert metrics["top1"] > 2 * color_chance(), metrics
+    grid = sorted(k for k in metrics if k.startswith("top1_lr"))
+    assert grid == ([] if protocol != "linear" else ["top1_lr0.03", "top1_lr0.3"]), grid
+    if protocol == "linear":
+        assert metrics["top1"] == max(metrics[k] for k in grid) == metrics[f"top1_lr{metrics['best_lr']:g}"]
     assert_frozen(ckpt, captured["encoder"])
 
 
@@ -193,7 +198,7 @@ def test_multitask_baseline_refuses_label(tmp_path, capsys):  # it was ignored: 
 
 
 @pytest.mark.parametrize("protocol,flags", [(p, []) for p in finetune.PROTOCOLS] +
-                         [("predictor", ["--predictor_init", "random"])])
+                         [("predictor", ["--predictor_init", "random"]), ("linear", ["--linear_lrs", "0.05"])])
 def test_each_protocol_does_what_its_table_row_says(ckpt, tmp_path, monkeypatch, protocol, flags):
     """One step at the peak lr (no warmup): the encoder moves iff the row trains it, the predictor iff the row uses
     it, at the row's lr factor when pretrained; the head, the head count, the MAE recipe, the feature cache and the
@@ -223,7 +228,7 @@ def test_each_protocol_does_what_its_table_row_says(ckpt, tmp_path, monkeypatch,
 
     lr = {id(p): g["lr"] for g in got["opt"].param_groups for p in g["params"]}
     head_lr = [lr[id(h[-1].weight if isinstance(h, torch.nn.Sequential) else h.linear.weight)] for h in clf.heads]
-    lrs = finetune.CONFIG["linear_lrs"]
+    lrs = (0.05,) if "--linear_lrs" in flags else finetune.CONFIG["linear_lrs"]  # a grid of one lr is a grid too
     assert head_lr == pytest.approx(list(lrs) if row["heads"] == "grid" else [row["blr"] * 16 / 256] * len(head_lr))
     if row["predictor"] is not None:
         assert row["predictor"] == 0.1  # §5: a pretrained predictor gets 1/10 of the lr, a random one all of it
