@@ -9,42 +9,49 @@
 #   table4   leveraging the world model on seed 0 of I-JEPA, IWM "Inv-like" (depth 1) and "Equi-like" (the quick
 #            start): encoder FT, frozen encoder + random / pretrained predictor, end-to-end, linear and attentive
 #            probes, and the same protocols from a random init of the architecture (the baseline)
+#   table7   multitask predictor finetuning (Table 7) of the quick start's seeds: one predictor with a head and a task
+#            token per label of the data (shape, color, count) against one single-task predictor per label
+#            (scripts/multitask_baseline.py), same steps, batch and lr
 #   table8   linear probe and predictor finetuning of every pretrained run (MRR vs probe, Figure 4 / Table 8)
 #   fig1     the nearest-neighbour picture (Figure 1) of the quick start's seed 0 -> assets/nn.png
 #   summary  the README tables from runs/paper/results.tsv
-# Usage: bash scripts/paper_tables.sh [table1 table2 longer table4 table8 fig1 summary]   (default: all, in order)
-# Runs go PAR at a time (default 2), one thread each; table4, table8, fig1 and summary first wait for the runs
+# Usage: bash scripts/paper_tables.sh [table1 table2 longer table4 table7 table8 fig1 summary]   (default: all)
+# Runs go PAR at a time (default 2), one thread each; table4, table7, table8, fig1 and summary first wait for the runs
 # started before them. TRAIN_FLAGS is added to every train.py call (the GPU run in the README used
-# PAR=14 TRAIN_FLAGS="--dtype float32"). Finished runs are skipped (a `done` marker), so an interrupted call can
-# simply be repeated: an interrupted run continues from its latest.pt (--resume latest), or starts over
-# (--overwrite true) when it saved none. Each result line is appended to RES (default runs/paper/results.tsv; it
-# starts with a `# label:` line) as: table, run, seed, metric, value, seconds. RUN_DIR replaces the runs' folder,
-# SEEDS (default "0 1 2") the pretraining seeds; MRR_FLAGS (default "--images 16 --bank 256") go to every
-# evaluate_mrr.py call. On a lent GPU: RES=$OUT/paper_tables.tsv, so that a cut call still returns its lines
-# (scripts/summarize.py --docs renders results/gpu/DATE/paper_tables.tsv).
+# PAR=14 TRAIN_FLAGS="--dtype float32"), FT_FLAGS to every finetune.py call (after the profile's own).
+# Finished runs are skipped (a `done` marker), so an interrupted call can simply be repeated: an interrupted run
+# continues from its latest.pt (--resume latest), or starts over (--overwrite true) when it saved none. Each result
+# line is appended to RES (default runs/paper/results.tsv; it starts with a `# label:` line) as: table, run, seed,
+# metric, value, seconds. RUN_DIR replaces the runs' folder, SEEDS (default "0 1 2") the pretraining seeds; MRR_FLAGS
+# (default "--images 16 --bank 256") go to every evaluate_mrr.py call. On a lent GPU: RES=$OUT/paper_tables.tsv, so
+# that a cut call still returns its lines (scripts/summarize.py --docs renders results/gpu/DATE/paper_tables.tsv).
 # PROFILE=gpu (issue 25): the same tables around configs/gpu.json (the quick start's networks at batch 256) with
 # MULT x 44,800 images (default 8: 358,400 images, 1,400 steps), probes and finetuning on the shape label (color reads
 # 97-100 % from any encoder, a random one included) with 8,000 / 2,000 images and 10 epochs, 6 runs at a time with
 # 2 loader workers each, into runs/paper_gpu (fig1: assets/nn_gpu.png). `longer` is laptop-only. Not yet run end to
-# end: table1 (9 runs, ~3.2M images) should fit one 9-minute call on an H200, table2 (18 runs) about two.
+# end: table1 (9 runs, ~3.2M images) should fit one 9-minute call on an H200, table2 (18 runs) about two. Its
+# encoder and end-to-end finetuning (TUNE) drop the MAE recipe's mixup, cutmix, RandAugment and random erasing and
+# take blr 2e-3: at ~300 steps these read 36.7 % on shape against 22.8 % with them (results/laptop/table4_shape.tsv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-laptop}
 TRAIN_FLAGS=${TRAIN_FLAGS:-}
 case $PROFILE in
   laptop) OUT=${RUN_DIR:-runs/paper}; BASE=configs/quickstart.json; LABEL=color; PAR=${PAR:-2}; NN=assets/nn.png
-          FT_DATA="--train_images 2000 --val_images 1000 --epochs 5 --batch_size 64" ;;
+          FT_DATA="--train_images 2000 --val_images 1000 --epochs 5 --batch_size 64"; TUNE="" ;;
   gpu)    OUT=${RUN_DIR:-runs/paper_gpu}; BASE=configs/gpu.json; LABEL=shape; PAR=${PAR:-6}; NN=assets/nn_gpu.png
           TRAIN_FLAGS="--data_length $(( ${MULT:-8} * 44800 )) --workers 2 $TRAIN_FLAGS"
-          FT_DATA="--train_images 8000 --val_images 2000 --epochs 10 --batch_size 256 --workers 2" ;;
+          FT_DATA="--train_images 8000 --val_images 2000 --epochs 10 --batch_size 256 --workers 2"
+          TUNE="--mixup 0 --cutmix 0 --randaug 0 --reprob 0 --blr 0.002" ;;
   *) echo "paper_tables.sh: error: PROFILE must be laptop or gpu, got '$PROFILE'" >&2; exit 2 ;;
 esac
 RES=${RES:-$OUT/results.tsv}
 SEEDS=${SEEDS:-0 1 2}
 MRR_FLAGS=${MRR_FLAGS:---images 16 --bank 256}
+FT_DATA="$FT_DATA ${FT_FLAGS:-}"
 mkdir -p $OUT/ft "$(dirname "$RES")"
 [ -s "$RES" ] || echo "# label: $LABEL" > "$RES"
-TARGETS=${*:-table1 table2 longer table4 table8 fig1 summary}
+TARGETS=${*:-table1 table2 longer table4 table7 table8 fig1 summary}
 [ $PROFILE = gpu ] && TARGETS=${TARGETS//longer/}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TQDM_DISABLE=1
 
@@ -89,13 +96,31 @@ finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on $LAB
   mkdir -p $dir && touch $dir/done
 }
 
+multitask() {  # multitask SEED: Table 7 on the quick start's seed SEED, one line per task and kind (multi_, single_)
+  local dir=$OUT/ft/cond_sequence_s$1_multitask
+  [ -f $dir/done ] && return 0
+  local t0=$(date +%s) again="--overwrite true"; [ -f $dir/latest.pt ] && again="--resume latest"
+  local line
+  line=$(python scripts/multitask_baseline.py --ckpt $OUT/cond_sequence_s$1/latest.pt --blr 0.004 $FT_DATA \
+         --out_dir $dir $again 2>$dir.err | tail -n 2 | head -n 1) \
+    || { echo "multitask seed $1 failed: see $dir.err" >&2; return 1; }
+  # the line is {'top1_shape': 16.5, ..., 'single_top1_shape': 30.2, ..., 'single_top1': 49.1}
+  local kv key sec=$(( $(date +%s) - t0 ))  # the seconds go on the first line only: summarize.py sums them
+  for kv in $(echo "$line" | tr -d "{}' " | tr ',' ' '); do
+    key=${kv%%:*}; key=${key/#top1_/multi_}; key=${key/#single_top1_/single_}
+    [ "$key" = single_top1 ] && continue  # the mean: summarize.py takes it over the tasks
+    echo -e "table7\tcond_sequence\t$1\t$key\t${kv#*:}\t$sec" >> "$RES"; sec=0
+  done
+  mkdir -p $dir && touch $dir/done
+}
+
 long_run() {  # long_run SEED: the quick start with 4x the images, then its Table 8 probes
   pretrain long_sequence $1 --epochs 4 && finetune table8 long_sequence $1 linear \
     && finetune table8 long_sequence $1 predictor --blr 0.004
 }
 
-PROTOCOLS=("encoder" "predictor --predictor_init random --blr 0.004" "predictor --blr 0.004" "end_to_end" "linear"
-           "attentive --blr 0.004")
+PROTOCOLS=("encoder $TUNE" "predictor --predictor_init random --blr 0.004" "predictor --blr 0.004" "end_to_end $TUNE"
+           "linear" "attentive --blr 0.004")
 RUNS="cond_none cond_sequence cond_feature jitter_d1 iwm_d1 strong_d1 jitter_d6 iwm_d6 ijepa_d6"
 for target in $TARGETS; do
   t0=$(date +%s)
@@ -119,6 +144,9 @@ for target in $TARGETS; do
           spawn finetune table4 $n 0 $p $r
         done
       done ;;
+    table7)
+      wait
+      for s in $SEEDS; do spawn multitask $s; done ;;
     table8)
       wait
       for s in $SEEDS; do for n in $RUNS; do
@@ -132,7 +160,7 @@ for target in $TARGETS; do
     summary)
       wait
       python scripts/summarize.py "$RES" ;;
-    *) echo "unknown target $target (table1 table2 longer table4 table8 fig1 summary)"; exit 2 ;;
+    *) echo "unknown target $target (table1 table2 longer table4 table7 table8 fig1 summary)"; exit 2 ;;
   esac
   echo "$target: $(( $(date +%s) - t0 )) s to start or run"
 done

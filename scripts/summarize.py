@@ -75,7 +75,8 @@ def paper_tables(path):
         return (fmt.format(np.mean(v)) + (f" ± {fmt.format(np.std(v))}" if len(v) > 1 else "")
                 + f" ({len(v)}{f', {c} collapsed' if c else ''})")
 
-    out = conditioning_tables(cell) + leverage_tables(cell, label) + mrr_against_probes(val, cell, label)
+    out = conditioning_tables(cell) + leverage_tables(cell, label) + multitask_table(val, cell)
+    out += mrr_against_probes(val, cell, label)
     out += [f"\nCollapsed runs (final target-token effective rank < {COLLAPSE_RANK:g}): "
             + (", ".join(f"{r} seed {s}" for r, s in sorted(collapsed)) or "none"),
             "\nSummed run time (s; paper_tables.sh runs PAR of them side by side, so wall time is less): "
@@ -123,6 +124,23 @@ def leverage_tables(cell, label):
         lin, att = (cell("table4", run, m + r, "{:.1f}") for m in ("linear", "attentive"))
         out.append(f"| {name} | {lin} | {att} | {paper} |")
     return out
+
+
+def multitask_table(val, cell):
+    """Table 7: one predictor with a head per label against one single-task predictor per label, and their means."""
+    tasks = list(dict.fromkeys(m[len("multi_"):] for t, r, m in list(val) if t == "table7" and m.startswith("multi_")))
+    if not tasks:
+        return []
+    out = ["\nTable 7: multitask predictor finetuning of the quick start, top-1 % per label, mean ± std over seeds "
+           "(n)\n", "| label | multitask (one predictor) | single-task (one predictor each) |\n|---|---|---|"]
+    for kind in ("multi", "single"):  # the mean over the labels, seed by seed
+        seeds = set.intersection(*(set(val["table7", "cond_sequence", f"{kind}_{t}"]) for t in tasks))
+        val["table7", "cond_sequence", kind + "_mean"] = {
+            s: sum(val["table7", "cond_sequence", f"{kind}_{t}"][s] for t in tasks) / len(tasks) for s in seeds}
+    for t in tasks + ["mean"]:
+        out.append(f"| {t} | " + " | ".join(cell("table7", "cond_sequence", f"{k}_{t}", "{:.1f}")
+                                            for k in ("multi", "single")) + " |")
+    return out + ["| paper (IWM-Equi, mean of 4 datasets) | 73.5 | 73.4 |"]
 
 
 def mrr_against_probes(val, cell, label):

@@ -3,6 +3,7 @@ random-init row, collapse flags from the run logs and the MRR-vs-probe correlati
 result files under results/ (generated, never edited by hand)."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -111,15 +112,16 @@ def test_docs_check_flag(tmp_path):
 
 
 def test_the_gpu_profile_of_paper_tables_reaches_docs(tmp_path, monkeypatch):
-    """PROFILE=gpu table1 at toy sizes (scripts/paper_tables.sh): its lines, with their label, become a GPU day's
-    "paper's tables" section in docs/results.md."""
+    """PROFILE=gpu table1 and table7 at toy sizes (scripts/paper_tables.sh): their lines, with their label, become a
+    GPU day's "paper's tables" section in docs/results.md, Table 7 with a row per label of the data."""
     s = load_summarize()
     import gpu_runs
     toy = " ".join(gpu_runs.TOY + ["--data_length", "32"])  # gpu_runs.py --smoke's toy sizes
     day = tmp_path / "gpu" / "2099-01-01"
     env = dict(os.environ, PROFILE="gpu", SEEDS="0", PAR="2", RUN_DIR=str(tmp_path / "runs"), TRAIN_FLAGS=toy,
-               RES=str(day / "paper_tables.tsv"), MRR_FLAGS="--images 2 --bank 4 --device cpu")
-    p = subprocess.run(["bash", "scripts/paper_tables.sh", "table1"], cwd=ROOT, env=env, capture_output=True,
+               RES=str(day / "paper_tables.tsv"), MRR_FLAGS="--images 2 --bank 4 --device cpu",
+               FT_FLAGS="--train_images 16 --val_images 8 --batch_size 8 --max_steps 1 --workers 0 --device cpu")
+    p = subprocess.run(["bash", "scripts/paper_tables.sh", "table1", "table7"], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     lines = (day / "paper_tables.tsv").read_text().splitlines()
@@ -130,3 +132,9 @@ def test_the_gpu_profile_of_paper_tables_reaches_docs(tmp_path, monkeypatch):
     text = s.gpu_section("2099-01-01", {})
     assert "### The paper's tables at this scale" in text and "shape top-1 %" in text
     assert row(text.splitlines(), "| none | 0.").endswith("(1) | 0.00 |")  # one seed, beside the paper's 0.00
+    import data
+    labels = data.build_dataset("shapes", split="val", size=8).label_names  # table7: every label, multi and single
+    t7 = sorted(line.split("\t")[3] for line in lines if line.startswith("table7\t"))
+    assert t7 == sorted(f"{k}_{n}" for k in ("multi", "single") for n in labels)
+    for name in list(labels) + ["mean"]:
+        assert re.fullmatch(r"\| [a-z]+ \| [0-9.]+ \(1\) \| [0-9.]+ \(1\) \|", row(text.splitlines(), f"| {name} |"))
