@@ -28,7 +28,7 @@ GPU = os.path.join(RESULTS, "gpu")
 # the paper's tables and figures, in the order docs/results.md shows them (a file's `# table:` line); then the rest
 ORDER = (("Table 1", "Table 1: the world model needs the action (conditioning)"),
          ("Table 2", "Table 2: harder actions need a bigger predictor (difficulty × capacity)"),
-         ("Tables 4 and 8", "Tables 4 and 8: leveraging the world model (finetuning and probes)"),
+         ("Tables 4 and 8", "Tables 4, 7 and 8: leveraging the world model (finetuning, multitask, probes)"),
          ("Figure 4", "Figure 4: does MRR go with the downstream protocols?"),
          ("recipe", "The laptop recipe: the quick start and its levers"))
 CHANCE = {"shape": 100 / 6, "color": 100 / 6, "count": 25.0}  # data.Shapes: 6 / 6 / 4 classes
