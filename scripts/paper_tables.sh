@@ -61,10 +61,14 @@ spawn() {  # spawn CMD...: run in the background once fewer than PAR runs are go
   "$@" &
 }
 
+start_flag() {  # start_flag DIR: resume the run in DIR from its latest.pt if it saved one, else start over
+  if [ -f $1/latest.pt ]; then echo "--resume latest"; else echo "--overwrite true"; fi
+}
+
 pretrain() {  # pretrain NAME SEED [train.py flags...]: one quick-start run, then its MRR (MRR_FLAGS)
   local name=$1 seed=$2 dir=$OUT/$1_s$2; shift 2
   [ -f $dir/done ] && return 0
-  local t0=$(date +%s) again="--overwrite true"; [ -f $dir/latest.pt ] && again="--resume latest"
+  local t0=$(date +%s) again; again=$(start_flag $dir)
   if ! python train.py --config $BASE --seed $seed --eval_every 0 --out_dir $dir $again "$@" \
       $TRAIN_FLAGS > $dir.log 2>&1; then
     echo "pretrain $name seed $seed failed: see $dir.log" >&2; return 1
@@ -88,7 +92,7 @@ finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on $LAB
   local tag=$proto; for a in "$@"; do case $a in random) tag=${proto}_random;; esac; done
   local dir=$OUT/ft/${name}_s${seed}_$tag
   [ -f $dir/done ] && return 0
-  local t0=$(date +%s) again="--overwrite true"; [ -f $dir/latest.pt ] && again="--resume latest"
+  local t0=$(date +%s) again; again=$(start_flag $dir)
   local line
   line=$(python finetune.py --protocol $proto --ckpt $OUT/${name}_s${seed}/latest.pt --label $LABEL \
          $FT_DATA --out_dir $dir $again "$@" 2>$dir.err \
@@ -100,7 +104,7 @@ finetune() {  # finetune TABLE NAME SEED PROTOCOL [finetune.py flags...] on $LAB
 multitask() {  # multitask SEED: Table 7 on the quick start's seed SEED, one line per task and kind (multi_, single_)
   local dir=$OUT/ft/cond_sequence_s$1_multitask
   [ -f $dir/done ] && return 0
-  local t0=$(date +%s) again="--overwrite true"; [ -f $dir/latest.pt ] && again="--resume latest"
+  local t0=$(date +%s) again; again=$(start_flag $dir)
   local line
   line=$(python scripts/multitask_baseline.py --ckpt $OUT/cond_sequence_s$1/latest.pt --blr 0.004 $FT_DATA \
          --out_dir $dir $again 2>$dir.err | tail -n 2 | head -n 1) \
