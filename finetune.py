@@ -351,12 +351,12 @@ def run(cfg, rank, world, device):
     return metrics
 
 
-def setup(argv=None, prog="finetune.py", doc=None, defaults=CONFIG):
+def setup(argv=None, prog="finetune.py", doc=None, defaults=CONFIG, helps=HELP):
     """Parse and check the config, join torchrun's process group: (cfg, rank, world, device). --help shows doc."""
     rows = [("", *COLUMNS)] + [(name, *row.values()) for name, row in PROTOCOLS.items()]
     table = "\n".join("  " + "".join(f"{str(v):11}" for v in row).rstrip() for row in rows)
-    cfg = cli.parse_config(defaults, argv, prog, doc or f"{__doc__}\nprotocols:\n{table}", HELP, cli.EXIT_TRAINING)
-    cli.check_values(cfg, prog, dict.fromkeys(("batch_size", "epochs", "eval_every_epochs", "log_every"), 1), HELP)
+    cfg = cli.parse_config(defaults, argv, prog, doc or f"{__doc__}\nprotocols:\n{table}", helps, cli.EXIT_TRAINING)
+    cli.check_values(cfg, prog, dict.fromkeys(("batch_size", "epochs", "eval_every_epochs", "log_every"), 1), helps)
     per_task = [name for name, row in PROTOCOLS.items() if row["heads"] == "tasks"]  # the protocols that read --tasks
     flag, other = ("label", "tasks") if cfg["protocol"] in per_task else ("tasks", "label")
     if cfg[flag]:  # a flag that the protocol does not read is refused, not ignored

@@ -11,7 +11,8 @@
 #            probes, and the same protocols from a random init of the architecture (the baseline)
 #   table7   multitask predictor finetuning (Table 7) of the quick start's seeds: one predictor with a head and a task
 #            token per label of the data (shape, color, count) against one single-task predictor per label
-#            (scripts/multitask_baseline.py), same steps, batch and lr
+#            (scripts/multitask_baseline.py), same batch and lr; the same steps (PROFILE=gpu: as many images per
+#            head, --equal images: the multitask run gets 3x the epochs, as each head sees a third of a batch)
 #   table8   linear probe and predictor finetuning of every pretrained run (MRR vs probe, Figure 4 / Table 8)
 #   fig1     the nearest-neighbour picture (Figure 1) of the quick start's seed 0 -> assets/nn.png
 #   summary  the README tables from runs/paper/results.tsv
@@ -41,11 +42,11 @@ PROFILE=${PROFILE:-laptop}
 TRAIN_FLAGS=${TRAIN_FLAGS:-}
 case $PROFILE in
   laptop) OUT=${RUN_DIR:-runs/paper}; BASE=configs/quickstart.json; LABEL=color; PAR=${PAR:-2}; NN=assets/nn.png
-          FT_DATA="--train_images 2000 --val_images 1000 --epochs 5 --batch_size 64"; TUNE="" ;;
+          FT_DATA="--train_images 2000 --val_images 1000 --epochs 5 --batch_size 64"; TUNE=""; EQUAL=steps ;;
   gpu)    OUT=${RUN_DIR:-runs/paper_gpu}; BASE=configs/gpu.json; LABEL=shape; PAR=${PAR:-6}; NN=assets/nn_gpu.png
           TRAIN_FLAGS="--data_length $(( ${MULT:-8} * 44800 )) --workers 2 $TRAIN_FLAGS"
           FT_DATA="--train_images 8000 --val_images 2000 --epochs 30 --batch_size 256 --workers 2"
-          TUNE="--mixup 0 --cutmix 0 --randaug 0 --reprob 0 --blr 0.002" ;;
+          TUNE="--mixup 0 --cutmix 0 --randaug 0 --reprob 0 --blr 0.002"; EQUAL=images ;;
   *) echo "paper_tables.sh: error: PROFILE must be laptop or gpu, got '$PROFILE'" >&2; exit 2 ;;
 esac
 RES=${RES:-$OUT/results.tsv}
@@ -108,14 +109,15 @@ multitask() {  # multitask SEED: Table 7 on the quick start's seed SEED, one lin
   [ -f $dir/done ] && return 0
   local t0=$(date +%s) again; again=$(start_flag $dir)
   local line
-  line=$(python scripts/multitask_baseline.py --ckpt $OUT/cond_sequence_s$1/latest.pt --blr 0.004 $FT_DATA \
-         --out_dir $dir $again 2>$dir.err | tail -n 2 | head -n 1) \
+  line=$(python scripts/multitask_baseline.py --ckpt $OUT/cond_sequence_s$1/latest.pt --blr 0.004 --equal $EQUAL \
+         $FT_DATA --out_dir $dir $again 2>$dir.err | tail -n 2 | head -n 1) \
     || { echo "multitask seed $1 failed: see $dir.err" >&2; return 1; }
-  # the line is {'top1_shape': 16.5, ..., 'single_top1_shape': 30.2, ..., 'single_top1': 49.1}
+  # the line is {'top1_shape': 16.5, ..., 'single_top1_shape': 30.2, ..., 'single_top1': 49.1, 'epochs': 15, ...}
   local kv key sec=$(( $(date +%s) - t0 ))  # the seconds go on the first line only: summarize.py sums them
   for kv in $(echo "$line" | tr -d "{}' " | tr ',' ' '); do
     key=${kv%%:*}; key=${key/#top1_/multi_}; key=${key/#single_top1_/single_}
     [ "$key" = single_top1 ] && continue  # the mean: summarize.py takes it over the tasks
+    case $key in epochs) key=epochs_multi ;; single_epochs) key=epochs_single ;; esac
     echo -e "table7\tcond_sequence\t$1\t$key\t${kv#*:}\t$sec" >> "$RES"; sec=0
   done
   mkdir -p $dir && touch $dir/done

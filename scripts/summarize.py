@@ -131,8 +131,15 @@ def multitask_table(val, cell):
     tasks = list(dict.fromkeys(m[len("multi_"):] for t, r, m in list(val) if t == "table7" and m.startswith("multi_")))
     if not tasks:
         return []
-    out = ["\nTable 7: multitask predictor finetuning of the quick start, top-1 % per label, mean ± std over seeds "
-           "(n)\n", "| label | multitask (one predictor) | single-task (one predictor each) |\n|---|---|---|"]
+    epochs = [sorted(set(val.get(("table7", "cond_sequence", f"epochs_{k}"), {}).values()))
+              for k in ("multi", "single")]
+    budget = ""  # files from before the epochs lines: the same steps
+    if all(len(e) == 1 for e in epochs):
+        (em,), (es,) = epochs
+        alike = "as many images per head" if em == es * len(tasks) else "the same steps" if em == es else ""
+        budget = f"; the multitask predictor {em:g} epochs, each single-task one {es:g}" + (alike and f": {alike}")
+    out = [f"\nTable 7: multitask predictor finetuning of the quick start, top-1 % per label, mean ± std over seeds "
+           f"(n){budget}\n", "| label | multitask (one predictor) | single-task (one predictor each) |\n|---|---|---|"]
     for kind in ("multi", "single"):  # the mean over the labels, seed by seed
         seeds = set.intersection(*(set(val["table7", "cond_sequence", f"{kind}_{t}"]) for t in tasks))
         val["table7", "cond_sequence", kind + "_mean"] = {

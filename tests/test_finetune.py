@@ -140,10 +140,15 @@ def test_end_to_end_and_multitask_run(ckpt, tmp_path, capsys):
     assert load(tmp_path / "mt" / "latest.pt")["model"]["task_token"].shape[0] == 2
 
 
-def test_multitask_baseline_script_adds_one_single_task_predictor_per_task(ckpt, tmp_path, capsys):
+def multitask_script():  # scripts/ is not a package: load scripts/multitask_baseline.py as a module
     spec = importlib.util.spec_from_file_location("multitask_baseline", ROOT / "scripts" / "multitask_baseline.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_multitask_baseline_script_adds_one_single_task_predictor_per_task(ckpt, tmp_path, capsys):
+    script = multitask_script()
     flags = ["--ckpt", str(ckpt), "--batch_size", "32", "--train_images", "64",
              "--val_images", "32", "--max_steps", "1", "--out_dir", str(tmp_path)]
     m = script.main(["--tasks", "shape,count", *flags])
@@ -155,6 +160,21 @@ def test_multitask_baseline_script_adds_one_single_task_predictor_per_task(ckpt,
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == f"predictor top1 {alone['top1']:.2f}" and f"multitask top1 {m['top1']:.2f}" in out
 
+
+
+def test_multitask_baseline_equal_images_gives_the_multitask_run_an_epoch_per_task(ckpt, tmp_path, capsys):
+    """--equal images: each head of the multitask predictor sees a batch's share, so it gets --epochs × the tasks,
+    the single-task runs --epochs (a step each here: 64 images, batch 32, 2 steps an epoch, stopped at 1)."""
+    script = multitask_script()
+    tasks = ["shape", "count"]
+    m = script.main(["--ckpt", str(ckpt), "--batch_size", "32", "--train_images", "64", "--val_images", "32",
+                     "--epochs", "3", "--max_steps", "1", "--tasks", ",".join(tasks), "--equal", "images",
+                     "--out_dir", str(tmp_path)])
+    assert (m["epochs"], m["single_epochs"]) == (3 * len(tasks), 3)
+    assert load(tmp_path / "latest.pt")["config"]["epochs"] == 3 * len(tasks)
+    assert all(load(tmp_path / f"single_{t}" / "latest.pt")["config"]["epochs"] == 3 for t in tasks)
+    assert "equal" not in load(tmp_path / "latest.pt")["config"]  # the script's own key stays out of finetune.py
+    assert f"'epochs': {3 * len(tasks)}, 'single_epochs': 3" in capsys.readouterr().out
 
 # issue 27 #17: a --label or --tasks that the protocol would ignore, or a task that would get a second (or an
 # empty-named) head, is one line at start-up, before any network is built or any file touched
@@ -187,9 +207,7 @@ def test_label_and_tasks_the_protocol_would_ignore_or_duplicate_are_refused(tmp_
 
 
 def test_multitask_baseline_refuses_label(tmp_path, capsys):  # it was ignored: each single-task run sets its own
-    spec = importlib.util.spec_from_file_location("multitask_baseline", ROOT / "scripts" / "multitask_baseline.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = multitask_script()
     with pytest.raises(SystemExit) as e:
         script.main(TINY + ["--label", "color", "--out_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err

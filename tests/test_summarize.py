@@ -135,6 +135,10 @@ def test_the_gpu_profile_of_paper_tables_reaches_docs(tmp_path, monkeypatch):
     import data
     labels = data.build_dataset("shapes", split="val", size=8).label_names  # table7: every label, multi and single
     t7 = sorted(line.split("\t")[3] for line in lines if line.startswith("table7\t"))
-    assert t7 == sorted(f"{k}_{n}" for k in ("multi", "single") for n in labels)
+    assert t7 == sorted([f"{k}_{n}" for k in ("multi", "single") for n in labels] + ["epochs_multi", "epochs_single"])
+    epochs = {line.split("\t")[3]: float(line.split("\t")[4]) for line in lines if line.startswith("table7\t")}
+    assert epochs["epochs_multi"] == len(labels) * epochs["epochs_single"]  # PROFILE=gpu: equal images per head
+    assert f"the multitask predictor {len(labels) * epochs['epochs_single']:g} epochs" in text
+    assert "as many images per head" in text
     for name in list(labels) + ["mean"]:
         assert re.fullmatch(r"\| [a-z]+ \| [0-9.]+ \(1\) \| [0-9.]+ \(1\) \|", row(text.splitlines(), f"| {name} |"))
