@@ -105,16 +105,23 @@ def conditioning_tables(cell):
 def leverage_tables(cell, label):
     """Tables 4 and 8 (seed 0): the finetuning protocols and the probes, a random init of the architecture below."""
     chance = f"; chance {CHANCE[label]:.1f}" if label in CHANCE else ""
+    runs = (("ijepa_d6", "I-JEPA", "83.0 / 79.1 / 80.0 / 82.0"),
+            ("strong_d1", "IWM Inv-like (depth 1)", "83.3 / 80.5 / 81.3 / 82.7"),
+            ("cond_sequence", "IWM Equi-like (depth 6)", "82.9 / 81.5 / 83.3 / 84.4"),
+            ("random", "random init (depth 6, no pretraining)", "–"))
+    # the random-init row: every module random, so no "pretrained pred"; PROFILE=gpu adds a random predictor at the
+    # pretrained one's lr (predictor_samelr), shown where a file has it
+    same = [cell("table4", run, "predictor_samelr_random", "{:.1f}") for run, _, _ in runs]
+    same = same if any(c != "–" for c in same) else None
+    extra = "random pred at the pretrained one's lr | " if same else ""
     out = [f"\nTable 4: leveraging the world model, {label} top-1 % (seed 0{chance})\n",
-           "| setting | MRR | encoder FT | frozen enc + random pred | + pretrained pred | end-to-end | paper |",
-           "|---|---|---|---|---|---|---|"]
-    for run, name, paper in (("ijepa_d6", "I-JEPA", "83.0 / 79.1 / 80.0 / 82.0"),
-                             ("strong_d1", "IWM Inv-like (depth 1)", "83.3 / 80.5 / 81.3 / 82.7"),
-                             ("cond_sequence", "IWM Equi-like (depth 6)", "82.9 / 81.5 / 83.3 / 84.4"),
-                             ("random", "random init (depth 6, no pretraining)", "–")):
-        r = "_random" if run == "random" else ""  # the random-init row: every module random, so no "pretrained pred"
+           f"| setting | MRR | encoder FT | frozen enc + random pred | {extra}+ pretrained pred | end-to-end | paper |",
+           "|---" * (7 + bool(same)) + "|"]
+    for i, (run, name, paper) in enumerate(runs):
+        r = "_random" if run == "random" else ""
         cols = [cell("table4", run, m + r, "{:.1f}") if m else "n/a"
                 for m in ("encoder", "predictor" if r else "predictor_random", "" if r else "predictor", "end_to_end")]
+        cols[2:2] = [same[i]] if same else []
         out.append(f"| {name} | {cell('mrr', run, 'mrr', seeds=[0])} | " + " | ".join(cols) + f" | {paper} |")
     out += [f"\nTable 8: probes on the frozen target encoder, {label} top-1 % (seed 0)\n",
             "| setting | linear | attentive | paper linear / attentive |\n|---|---|---|---|"]
