@@ -110,7 +110,7 @@ def leverage_tables(cell, label):
             ("cond_sequence", "IWM Equi-like (depth 6)", "82.9 / 81.5 / 83.3 / 84.4"),
             ("random", "random init (depth 6, no pretraining)", "–"))
     # the random-init row: every module random, so no "pretrained pred"; PROFILE=gpu adds a random predictor at the
-    # pretrained one's lr (predictor_samelr), shown where a file has it
+    # pretrained one's lr (predictor_samelr_random), shown where a file has it
     same = [cell("table4", run, "predictor_samelr_random", "{:.1f}") for run, _, _ in runs]
     same = same if any(c != "–" for c in same) else None
     extra = "random pred at the pretrained one's lr | " if same else ""

@@ -161,7 +161,6 @@ def test_multitask_baseline_script_adds_one_single_task_predictor_per_task(ckpt,
     assert out[-1] == f"predictor top1 {alone['top1']:.2f}" and f"multitask top1 {m['top1']:.2f}" in out
 
 
-
 def test_multitask_baseline_equal_images_gives_the_multitask_run_an_epoch_per_task(ckpt, tmp_path, capsys):
     """--equal images: each head of the multitask predictor sees a batch's share, so it gets --epochs × the tasks,
     the single-task runs --epochs (a step each here: 64 images, batch 32, 2 steps an epoch, stopped at 1)."""
@@ -175,6 +174,7 @@ def test_multitask_baseline_equal_images_gives_the_multitask_run_an_epoch_per_ta
     assert all(load(tmp_path / f"single_{t}" / "latest.pt")["config"]["epochs"] == 3 for t in tasks)
     assert "equal" not in load(tmp_path / "latest.pt")["config"]  # the script's own key stays out of finetune.py
     assert f"'epochs': {3 * len(tasks)}, 'single_epochs': 3" in capsys.readouterr().out
+
 
 # issue 27 #17: a --label or --tasks that the protocol would ignore, or a task that would get a second (or an
 # empty-named) head, is one line at start-up, before any network is built or any file touched
