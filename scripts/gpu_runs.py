@@ -13,8 +13,8 @@ Stages (run in the order given):
   recipe   configs/gpu.json for --seeds, and the scaling curve: the same recipe at --curve multiples of the quick
            start's 44,800 images (the largest multiple is gpu.json itself, so its seeds are the curve's last point);
            --variants are seed-0 runs of the recipe with other flags (an lr rule, say); each run then gets
-           evaluate_mrr.py (bank 256) and the recipe's seed 0 linear probes of every label against a random init
-           of the same architecture. Runs go --par at a time on the one GPU.
+           evaluate_mrr.py (bank 256) and, for each of the recipe's seeds, linear probes of every label (against
+           one random init of the same architecture). Runs go --par at a time on the one GPU.
 Every command gets at most what is left of --budget; a training run that reaches it is stopped by SIGTERM (train.py
 saves, then exits 143) and its row says "cut". --smoke runs everything on the CPU at toy shapes in seconds
 (tests/test_gpu_runs.py). Rows: {"stage", "job", "what", "rc", "wall_s", "cut", ...figures}.
@@ -119,13 +119,17 @@ def train_figures(out_dir, skip=1):
 
 
 def mrr_figures(text):
-    """evaluate_mrr.py's printout → {mrr, chance, mrr/<source or jitter component>, rank, var_position, null}."""
+    """evaluate_mrr.py's printout → {mrr, mrr_ci, chance, mrr/<source or jitter component>, mrr_ci/<the same>
+    (95 % CI half-widths over the images), rank, var_position, null}."""
     out = {}
     m = re.search(r"MRR over sources ([\d.]+) .*chance ([\d.]+)", text)
     if m:
         out.update(mrr=float(m.group(1)), chance=float(m.group(2)))
-    for kind, name, v in re.findall(r"^\s+(source|jitter) (\w+)\s+([\d.]+)", text, re.M):
-        out[f"mrr/{name}"] = float(v)
+    m = re.search(r"MRR over sources [\d.]+ ± ([\d.]+)", text)
+    if m:
+        out["mrr_ci"] = float(m.group(1))
+    for kind, name, v, ci in re.findall(r"^\s+(source|jitter) (\w+)\s+([\d.]+) ± ([\d.]+)", text, re.M):
+        out[f"mrr/{name}"], out[f"mrr_ci/{name}"] = float(v), float(ci)
     m = re.search(r"effective rank ([\d.]+), .*position ([\d.]+)", text)
     if m:
         out.update(rank=float(m.group(1)), var_position=float(m.group(2)))
@@ -284,9 +288,11 @@ def recipe_job(s, name, seed, mult, flags):
     rc, wall, cut, text = s.run(name + "_mrr", [sys.executable, "evaluate_mrr.py", "--ckpt", ckpt] + ev)
     s.row(stage="recipe", job=name, what="mrr", seed=seed, images=mult * QUICK_IMAGES, rc=rc, wall_s=wall, cut=cut,
           flags=" ".join(flags), **mrr_figures(text))
-    if name == "gpu_s0":  # the recipe itself
-        keep_weights(s, name, ckpt)
-        probes(s, name, ckpt)
+    if name in [f"gpu_s{x}" for x in s.args.seeds]:  # the recipe itself: issue 25 asks every seed for the probe
+        first = seed == s.args.seeds[0]
+        if first:
+            keep_weights(s, name, ckpt)
+        probes(s, name, ckpt, random=first)
     s.pack()
 
 
@@ -297,10 +303,11 @@ def keep_weights(s, name, ckpt):
     torch.save({k: v for k, v in ck.items() if k not in ("opt", "scaler")}, os.path.join(s.args.out, name + ".pt"))
 
 
-def probes(s, name, ckpt):
-    """Linear probes of every label, the checkpoint's target encoder against a random init of its architecture."""
+def probes(s, name, ckpt, random=True):
+    """Linear probes of every label, the checkpoint's target encoder, and with `random` a random init of its
+    architecture (finetune.py's seed, not the run's, draws it: one per call serves every seed)."""
     size = (["--train_images", "32", "--val_images", "16", "--epochs", "1", "--batch_size", "8", "--device", "cpu"]
-            if s.args.smoke else ["--train_images", "8000", "--val_images", "2000", "--epochs", "10", "--workers", "4",
+            if s.args.smoke else ["--train_images", "8000", "--val_images", "2000", "--epochs", "10", "--workers", "2",
                                   "--batch_size", "256"])
     def one(label, init):
         out = os.path.join(s.runs, f"{name}_probe_{label}_{init}")
@@ -311,7 +318,8 @@ def probes(s, name, ckpt):
         s.row(stage="recipe", job=name, what=f"linear {label} {init}", rc=rc, wall_s=wall, cut=cut,
               top1=last_top1(text))
     with concurrent.futures.ThreadPoolExecutor(6) as ex:  # small jobs: all at once
-        pairs = [(label, init) for label in ("shape", "color", "count") for init in ("checkpoint", "random")]
+        pairs = [(label, init) for label in ("shape", "color", "count")
+                 for init in ("checkpoint", "random")[:2 if random else 1]]
         list(ex.map(lambda pair: one(*pair), pairs))
 
 

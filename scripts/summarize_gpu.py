@@ -12,6 +12,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import plot_scaling as plot  # noqa: E402
 import summarize as S  # noqa: E402  (md_table, paper_tables, CHANCE; summarize loads this module, not at import)
 
+sys.path.insert(0, S.ROOT)
+from augment import JITTER  # noqa: E402  (the jitter components evaluate_mrr.py scores one by one)
+
 
 # bench.py's figures in the order of its table, with their formats (peak memory and MFU are None on a CPU)
 BENCH = (("ms_per_step", ".1f"), ("ms_per_step_first", ".1f"), ("img_per_s", ",.0f"), ("gflop_per_image", ".2f"),
@@ -64,6 +67,7 @@ def recipe_tables(recipe):
                                  r["clean"],
                                  r["command"][4:].strip(", ") if r["command"].startswith("same") else "(the command)"]
                                 for r in q]), ""]
+    out += goal2_table(rows, rel)
     variants = [r for r in rows if r.get("what") == "mrr" and "mrr" in r and (r.get("flags") or r["job"] == "gpu_s0")]
     if any(r.get("flags") for r in variants):
         keys = ("mrr", "mrr/clean", "mrr/brightness", "mrr/contrast", "mrr/saturation", "mrr/hue", "rank")
@@ -84,6 +88,40 @@ def recipe_tables(recipe):
                              f"{r['peak_mem_gb']:.2f}" if "peak_mem_gb" in r else ""] for r in trains]), ""]
         out += together(trains)
     return out
+
+
+def goal2_table(rows, rel):
+    """Each seed of configs/gpu.json against issue 25's goal 2, a cell per bar with its figure and ✓ / ✗: at most 10
+    minutes from the start to the end of its evaluation (training, its in-run evaluation, evaluate_mrr.py; the
+    probes come after), MRR over sources ≥ 0.5, clean source ≥ 0.7, every jitter component ≥ 3× chance, the null
+    action at chance, rank ≥ 8, the shape probe ≥ a random init's + 10 points (the random init's row serves every
+    seed: finetune.py's seed draws it)."""
+    mrr = {r["job"]: r for r in rows if r.get("what") == "mrr" and r.get("stage") == "recipe" and "mrr" in r}
+    seeds = sorted(j for j in mrr if j.startswith("gpu_s") and j[5:].isdigit())
+    if not seeds:
+        return []
+    wall = {r["job"]: r["wall_s"] for r in rows if r.get("what") == "train" and r.get("stage") == "recipe"}
+    top1 = {(r["job"], r["what"]): r.get("top1") for r in rows if str(r.get("what", "")).startswith("linear ")}
+    rnd = next((v for (_, what), v in top1.items() if what == "linear shape random" and v is not None), None)
+    mark = lambda text, ok: f"{text} {'✓' if ok else '✗'}"  # noqa: E731
+    table = []
+    for job in seeds:
+        r = mrr[job]
+        minutes = (wall.get(job, float("nan")) + r["wall_s"]) / 60
+        low = min(JITTER, key=lambda c: r.get(f"mrr/{c}", 0.0))
+        cells = [mark(f"{minutes:.1f}", minutes <= 10), mark(f"{r['mrr']:.3f}", r["mrr"] >= 0.5),
+                 mark(f"{r['mrr/clean']:.3f}", r["mrr/clean"] >= 0.7),
+                 mark(f"{low} {r.get(f'mrr/{low}', 0.0):.3f}", r.get(f"mrr/{low}", 0.0) >= 3 * r["chance"]),
+                 mark(f"{r['null']:.4f}", r["null"] <= r["chance"] + 1e-3), mark(f"{r['rank']:.1f}", r["rank"] >= 8)]
+        ck = top1.get((job, "linear shape checkpoint"))
+        cells.append(mark(f"{ck:.1f} vs {rnd:.1f}", ck >= rnd + 10) if ck is not None and rnd is not None else "")
+        table.append([job, "yes" if any(x.get("cut") for x in rows if x.get("job") == job and
+                                        x.get("what") == "train") else "no"] + cells)
+    return ["### Issue 25's goal 2, seed by seed", "", f"- file: {rel}; chance {mrr[seeds[0]]['chance']:.4f} "
+            f"(3× chance: {3 * mrr[seeds[0]]['chance']:.4f}); minutes: the training run plus evaluate_mrr.py, each "
+            "run beside the others on the one GPU", "",
+            S.md_table(["run", "cut", "minutes ≤ 10", "MRR ≥ 0.5", "clean ≥ 0.7", "lowest jitter ≥ 3× chance",
+                        "null at chance", "rank ≥ 8", "shape probe ≥ random + 10"], table), ""]
 
 
 def together(trains):
@@ -111,9 +149,10 @@ def probe_table(rows, rel):
             probes[(r["job"], label)][init] = r["top1"]
     if not probes:
         return []
+    shared = {label: v["random"] for (_, label), v in sorted(probes.items()) if "random" in v}  # one serves all
     table = []
     for (job, label), v in sorted(probes.items()):
-        ck, rnd = v.get("checkpoint"), v.get("random")
+        ck, rnd = v.get("checkpoint"), v.get("random", shared.get(label))
         diff = f"{ck - rnd:+.2f}" if ck is not None and rnd is not None else ""
         chance = f"{S.CHANCE[label]:.1f}" if label in S.CHANCE else ""
         table.append([job, label, chance, ck, rnd, diff])

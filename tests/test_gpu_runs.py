@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     cmd = [sys.executable, "scripts/gpu_runs.py", "speed", "profile", "recipe", "--smoke", "--out", str(out), "--work",
-           str(work), "--batches", "4", "--speed_batches", "0", "--share", "1", "--seeds", "0", "--curve", "1",
+           str(work), "--batches", "4", "--speed_batches", "0", "--share", "1", "--seeds", "0,1", "--curve", "1",
            "--workers", "0", "--variants", "lr2e-3=--lr 0.002 --batch_size 4"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -31,11 +31,11 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     assert f"| 1 | 256 | {loader['rates'][0]['img_per_s']:,} |" in text
     prof = [x for x in text.split("sync debug mode")[1].split("cProfile")[0].splitlines() if x.startswith("| 4 |")]
     assert len(prof) == 1 and prof[0].endswith("| 0 |")  # the profile's 4 steps, no host sync counted on the CPU
-    for job in ("gpu_s0", "curve1x_s0"):
+    for job in ("gpu_s0", "gpu_s1", "curve1x_s0"):
         train, mrr = by[job, "train"], by[job, "mrr"]
         assert train["rc"] == 0 and not train["cut"] and train["step"] == 8 and train["batch_size"] == 8  # 64 / 8
         assert mrr["rc"] == 0 and 0 < mrr["chance"] <= mrr["mrr"] <= 1 and mrr["rank"] > 0
-        assert {"mrr/clean", "mrr/brightness", "mrr/hue", "null"} <= set(mrr)
+        assert {"mrr/clean", "mrr/brightness", "mrr/hue", "null", "mrr_ci", "mrr_ci/saturation"} <= set(mrr)
     variant = by["gpu_lr2e-3_s0", "mrr"]  # the recipe with one change: its own rows, probes only for the recipe
     assert variant["flags"] == "--lr 0.002 --batch_size 4" and variant["rc"] == 0 and 0 < variant["mrr"] <= 1
     assert by["gpu_lr2e-3_s0", "train"]["batch_size"] == 4 and by["gpu_lr2e-3_s0", "train"]["step"] == 16
@@ -46,10 +46,18 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     assert cprof["rc"] == 0 and cprof["step"] == 4 and calls["train_step"] == calls["next batch"] == 4
     assert 0 < ms["masks + params"] + ms["iwm_loss"] + ms["backward"] < ms["train_step"] < ms["loop"]
     assert "| steps | loop | next batch | train_step |" in text
-    recipe = "\n".join(summarize_gpu.recipe_tables(str(out / "rows.jsonl")))  # 8 + 8 steps of 8, 16 of 4
-    assert "All 3 runs together, " in recipe and " at most at once: 192 images in " in recipe
-    probes = [r for r in rows if r["what"].startswith("linear ")]
-    assert len(probes) == 6 and all(r["rc"] == 0 and 0 <= r["top1"] <= 100 for r in probes)
+    recipe = "\n".join(summarize_gpu.recipe_tables(str(out / "rows.jsonl")))  # 3 × 8 steps of 8, 16 of 4
+    assert "All 4 runs together, " in recipe and " at most at once: 256 images in " in recipe
+    probes = [r for r in rows if r["what"].startswith("linear ")]  # every seed's, one random init for them all
+    assert sorted((r["job"], r["what"].split()[-1]) for r in probes) == sorted(
+        [("gpu_s0", "checkpoint")] * 3 + [("gpu_s0", "random")] * 3 + [("gpu_s1", "checkpoint")] * 3)
+    assert all(r["rc"] == 0 and 0 <= r["top1"] <= 100 for r in probes)
+    goal = [x for x in recipe.split("goal 2, seed by seed")[1].split("###")[0].splitlines() if x.startswith("| gpu_")]
+    shape = {r["job"]: r["top1"] for r in probes if r["what"].startswith("linear shape")}  # random: gpu_s0's
+    assert [x.split(" | ")[0] for x in goal] == ["| gpu_s0", "| gpu_s1"]  # not the variant, not the curve
+    assert goal[1].endswith(f"| {by['gpu_s1', 'linear shape checkpoint']['top1']:.1f} vs "
+                            f"{by['gpu_s0', 'linear shape random']['top1']:.1f} "
+                            f"{'✓' if shape['gpu_s1'] >= by['gpu_s0', 'linear shape random']['top1'] + 10 else '✗'} |")
     assert rows[-1]["what"] == "done"
     with tarfile.open(out / "logs.tar.gz") as tar:
         names = tar.getnames()
