@@ -122,12 +122,9 @@ def mrr_figures(text):
     """evaluate_mrr.py's printout → {mrr, mrr_ci, chance, mrr/<source or jitter component>, mrr_ci/<the same>
     (95 % CI half-widths over the images), rank, var_position, null}."""
     out = {}
-    m = re.search(r"MRR over sources ([\d.]+) .*chance ([\d.]+)", text)
+    m = re.search(r"MRR over sources ([\d.]+) ± ([\d.]+) .*chance ([\d.]+)", text)
     if m:
-        out.update(mrr=float(m.group(1)), chance=float(m.group(2)))
-    m = re.search(r"MRR over sources [\d.]+ ± ([\d.]+)", text)
-    if m:
-        out["mrr_ci"] = float(m.group(1))
+        out.update(mrr=float(m.group(1)), mrr_ci=float(m.group(2)), chance=float(m.group(3)))
     for kind, name, v, ci in re.findall(r"^\s+(source|jitter) (\w+)\s+([\d.]+) ± ([\d.]+)", text, re.M):
         out[f"mrr/{name}"], out[f"mrr_ci/{name}"] = float(v), float(ci)
     m = re.search(r"effective rank ([\d.]+), .*position ([\d.]+)", text)
@@ -318,8 +315,8 @@ def probes(s, name, ckpt, random=True):
         s.row(stage="recipe", job=name, what=f"linear {label} {init}", rc=rc, wall_s=wall, cut=cut,
               top1=last_top1(text))
     with concurrent.futures.ThreadPoolExecutor(6) as ex:  # small jobs: all at once
-        pairs = [(label, init) for label in ("shape", "color", "count")
-                 for init in ("checkpoint", "random")[:2 if random else 1]]
+        inits = ("checkpoint", "random") if random else ("checkpoint",)
+        pairs = [(label, init) for label in ("shape", "color", "count") for init in inits]
         list(ex.map(lambda pair: one(*pair), pairs))
 
 

@@ -100,14 +100,14 @@ def goal2_table(rows, rel):
     seeds = sorted(j for j in mrr if j.startswith("gpu_s") and j[5:].isdigit())
     if not seeds:
         return []
-    wall = {r["job"]: r["wall_s"] for r in rows if r.get("what") == "train" and r.get("stage") == "recipe"}
+    train = {r["job"]: r for r in rows if r.get("what") == "train" and r.get("stage") == "recipe"}
     top1 = {(r["job"], r["what"]): r.get("top1") for r in rows if str(r.get("what", "")).startswith("linear ")}
-    rnd = next((v for (_, what), v in top1.items() if what == "linear shape random" and v is not None), None)
+    rnd = random_init_top1(rows).get("shape")
     mark = lambda text, ok: f"{text} {'✓' if ok else '✗'}"  # noqa: E731
     table = []
     for job in seeds:
         r = mrr[job]
-        minutes = (wall.get(job, float("nan")) + r["wall_s"]) / 60
+        minutes = (train.get(job, {}).get("wall_s", float("nan")) + r["wall_s"]) / 60
         low = min(JITTER, key=lambda c: r.get(f"mrr/{c}", 0.0))
         cells = [mark(f"{minutes:.1f}", minutes <= 10), mark(f"{r['mrr']:.3f}", r["mrr"] >= 0.5),
                  mark(f"{r['mrr/clean']:.3f}", r["mrr/clean"] >= 0.7),
@@ -115,13 +115,19 @@ def goal2_table(rows, rel):
                  mark(f"{r['null']:.4f}", r["null"] <= r["chance"] + 1e-3), mark(f"{r['rank']:.1f}", r["rank"] >= 8)]
         ck = top1.get((job, "linear shape checkpoint"))
         cells.append(mark(f"{ck:.1f} vs {rnd:.1f}", ck >= rnd + 10) if ck is not None and rnd is not None else "")
-        table.append([job, "yes" if any(x.get("cut") for x in rows if x.get("job") == job and
-                                        x.get("what") == "train") else "no"] + cells)
+        table.append([job, "yes" if train.get(job, {}).get("cut") else "no"] + cells)
     return ["### Issue 25's goal 2, seed by seed", "", f"- file: {rel}; chance {mrr[seeds[0]]['chance']:.4f} "
             f"(3× chance: {3 * mrr[seeds[0]]['chance']:.4f}); minutes: the training run plus evaluate_mrr.py, each "
             "run beside the others on the one GPU", "",
             S.md_table(["run", "cut", "minutes ≤ 10", "MRR ≥ 0.5", "clean ≥ 0.7", "lowest jitter ≥ 3× chance",
                         "null at chance", "rank ≥ 8", "shape probe ≥ random + 10"], table), ""]
+
+
+def random_init_top1(rows):
+    """{label: top-1 %} of the random-init linear probes: one per label serves every seed of the call (finetune.py's
+    seed, not the run's, draws the init)."""
+    probes = [r for r in rows if str(r.get("what", "")).startswith("linear ") and r.get("top1") is not None]
+    return {r["what"].split()[1]: r["top1"] for r in probes if r["what"].endswith(" random")}
 
 
 def together(trains):
@@ -149,7 +155,7 @@ def probe_table(rows, rel):
             probes[(r["job"], label)][init] = r["top1"]
     if not probes:
         return []
-    shared = {label: v["random"] for (_, label), v in sorted(probes.items()) if "random" in v}  # one serves all
+    shared = random_init_top1(rows)
     table = []
     for (job, label), v in sorted(probes.items()):
         ck, rnd = v.get("checkpoint"), v.get("random", shared.get(label))
