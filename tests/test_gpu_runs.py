@@ -34,7 +34,7 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     for job in ("gpu_s0", "gpu_s1", "curve1x_s0"):
         train, mrr = by[job, "train"], by[job, "mrr"]
         assert train["rc"] == 0 and not train["cut"] and train["step"] == 8 and train["batch_size"] == 8  # 64 / 8
-        assert mrr["rc"] == 0 and 0 < mrr["chance"] <= mrr["mrr"] <= 1 and mrr["rank"] > 0
+        assert mrr["rc"] == 0 and 0 < mrr["chance"] <= mrr["mrr"] <= 1 and mrr["rank"] > 0 and mrr["mrr_images"] == 2
         assert {"mrr/clean", "mrr/brightness", "mrr/hue", "null", "mrr_ci", "mrr_ci/saturation"} <= set(mrr)
     variant = by["gpu_lr2e-3_s0", "mrr"]  # the recipe with one change: its own rows, probes only for the recipe
     assert variant["flags"] == "--lr 0.002 --batch_size 4" and variant["rc"] == 0 and 0 < variant["mrr"] <= 1
@@ -60,8 +60,10 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     with tarfile.open(out / "logs.tar.gz") as tar:
         names = tar.getnames()
     assert "runs/gpu_s0/log.jsonl" in names and "logs/gpu_s0_mrr.txt" in names
-    ck = torch.load(out / "gpu_s0.pt", weights_only=True)  # the networks, no optimizer state
-    assert {"encoder", "predictor", "target_encoder", "config"} <= set(ck) and "opt" not in ck
+    for seed in (0, 1):  # every seed's networks come back, no optimizer state; a variant's do not
+        ck = torch.load(out / f"gpu_s{seed}.pt", weights_only=True)
+        assert {"encoder", "predictor", "target_encoder", "config"} <= set(ck) and "opt" not in ck
+    assert not (out / "gpu_lr2e-3_s0.pt").exists()
     png = tmp_path / "scaling.png"
     p = subprocess.run([sys.executable, "scripts/plot_scaling.py", str(out / "rows.jsonl"), str(png)], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
