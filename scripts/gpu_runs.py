@@ -15,12 +15,17 @@ Stages (run in the order given):
            --variants are seed-0 runs of the recipe with other flags (an lr rule, say); each run then gets
            evaluate_mrr.py (bank 256) and, for each of the recipe's seeds, linear probes of every label (against
            one random init of the same architecture) and its networks in OUT/NAME.pt. Runs go --par at a time.
+  rescore  after the call, on any machine: evaluate_mrr.py on --mrr_images images (64 halves a jitter component's
+           CI) of every seed's networks that the call returned (--weights: its OUT/gpu_sN.pt), one `rescore` row each
+           appended to --rows (the call's rows, results/gpu/DAY/recipe_rows.jsonl once committed); the goal-2 table
+           and the scaling curve then read each seed from the row scored on the most images
 Every command gets at most what is left of --budget; a training run that reaches it is stopped by SIGTERM (train.py
 saves, then exits 143) and its row says "cut". --smoke runs everything on the CPU at toy shapes in seconds
 (tests/test_gpu_runs.py). Rows: {"stage", "job", "what", "rc", "wall_s", "cut", ...figures}.
 
     python scripts/gpu_runs.py speed recipe --out $OUT --budget 540
     python scripts/gpu_runs.py recipe --smoke --out /tmp/smoke
+    python scripts/gpu_runs.py rescore --weights FILES_AT --rows results/gpu/DAY/recipe_rows.jsonl --mrr_images 64
 """
 import argparse
 import concurrent.futures
@@ -48,7 +53,7 @@ class Session:
         self.runs = os.path.join(args.work, "runs")
         os.makedirs(self.runs, exist_ok=True)
         os.makedirs(args.out, exist_ok=True)
-        self.rows = os.path.join(args.out, "rows.jsonl")
+        self.rows = args.rows or os.path.join(args.out, "rows.jsonl")
 
     def left(self):
         return self.deadline - time.time()
@@ -319,11 +324,27 @@ def probes(s, name, ckpt, random=True):
         list(ex.map(lambda pair: one(*pair), pairs))
 
 
+def rescore(s):
+    """evaluate_mrr.py on --mrr_images images of each gpu_sN.pt under --weights, on this machine (the CPU: ~12 min a
+    seed at 64 images): one row each, stage `rescore`, beside the call's own rows."""
+    names = sorted(f[:-3] for f in os.listdir(s.args.weights) if re.fullmatch(r"gpu_s\d+\.pt", f))
+    if not names:
+        sys.exit(f"gpu_runs.py: error: no gpu_sN.pt under --weights {s.args.weights}")
+    bank = ["--bank", "4", "--device", "cpu"] if s.args.smoke else ["--bank", "256"]
+    for name in names:
+        ev = ["--ckpt", os.path.join(s.args.weights, name + ".pt"), "--images", str(s.args.mrr_images)] + bank
+        rc, wall, cut, text = s.run(name + "_rescore", [sys.executable, "evaluate_mrr.py"] + ev)
+        s.row(stage="rescore", job=name, what="mrr", seed=int(name[5:]), rc=rc, wall_s=wall, cut=cut,
+              mrr_images=s.args.mrr_images, **mrr_figures(text))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("stages", nargs="+", choices=("speed", "profile", "recipe"))
+    ap.add_argument("stages", nargs="+", choices=("speed", "profile", "recipe", "rescore"))
     ap.add_argument("--out", default=os.environ.get("OUT") or "results/gpu")
     ap.add_argument("--work", default="runs/gpu_runs", help="run folders and logs (not returned)")
+    ap.add_argument("--rows", default="", help="the rows file (default OUT/rows.jsonl)")
+    ap.add_argument("--weights", default="", help="rescore: the folder of a call's gpu_sN.pt (default OUT)")
     ap.add_argument("--config", default="configs/gpu.json")
     ap.add_argument("--train_flags", default="", help="added to every train.py call, e.g. '--batch_size 512'")
     ap.add_argument("--budget", type=float, default=540, help="seconds for the whole call")
@@ -350,6 +371,7 @@ def main(argv=None):
     if any(len(v) != 2 or not re.fullmatch(r"[\w.-]+", v[0]) for v in args.variants):
         ap.error(f"--variants must be 'NAME=FLAGS;...' with NAME letters, digits, '.', '-', got {args.variants}")
     args.speed_batches = [int(x) for x in args.speed_batches.split(",") if x]
+    args.weights = args.weights or args.out
     s = Session(args)
     s.row(stage="start", job="session", what=" ".join(sys.argv[1:] if argv is None else argv), budget_s=args.budget)
     for stage in args.stages:
@@ -361,11 +383,14 @@ def main(argv=None):
                 bench_rows(s, [], args.compile_batch)
         elif stage == "profile":
             profile_run(s)
+        elif stage == "rescore":
+            rescore(s)
         else:
             with concurrent.futures.ThreadPoolExecutor(args.par) as ex:
                 for f in [ex.submit(recipe_job, s, *job) for job in recipe_jobs(s)]:
                     f.result()
-        s.pack()
+        if stage != "rescore":  # a rescore's logs stay in --work: its rows file sits among committed results
+            s.pack()
     s.row(stage="end", job="session", what="done")
 
 

@@ -43,13 +43,25 @@ def load_cpu(paths=None):
     return cpu
 
 
+def best_mrr(rows):
+    """{job: its mrr row scored on the most images}: a seed rescored after the call (gpu_runs.py rescore, 64 images)
+    over the call's own evaluation (16), the later row where they tie; what a rescore row does not say (images seen,
+    flags) comes from the row it replaces."""
+    best = {}
+    for r in rows:
+        if r.get("what") == "mrr" and "mrr" in r and r.get("mrr_images", 0) >= best.get(r["job"], {}).get(
+                "mrr_images", 0):
+            best[r["job"]] = dict(best.get(r["job"], {}), **r)
+    return best
+
+
 def load(rows_path):
     """{images seen: [rows]} of the GPU recipe (a cut run counts the images it saw) and the quick start's points."""
     rows = [json.loads(line) for line in open(rows_path)]
     trained = {(r["job"]): r for r in rows if r.get("what") == "train"}
     gpu = collections.defaultdict(list)
-    for r in rows:
-        if r.get("what") == "mrr" and "mrr" in r and not r.get("flags"):  # gpu_runs.py --variants: not the curve
+    for r in best_mrr(rows).values():
+        if not r.get("flags"):  # gpu_runs.py --variants: not the curve
             t = trained.get(r["job"], {})
             seen = images_seen(t) if t.get("cut") else r["images"]
             gpu[seen].append(dict(r, cut=bool(t.get("cut")), step=t.get("step")))

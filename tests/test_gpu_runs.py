@@ -70,6 +70,26 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     assert p.returncode == 0, p.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "| 44,800 (1.0x) | curve1x_s0 |" in p.stdout
     assert "gpu_lr2e-3_s0" not in p.stdout  # a variant is not a point of the curve
+    minutes = [x.split(" | ")[3] for x in goal]
+    p = subprocess.run([sys.executable, "scripts/gpu_runs.py", "rescore", "--smoke", "--weights", str(out), "--rows",
+                        str(out / "rows.jsonl"), "--work", str(work), "--out", str(tmp_path / "re"), "--mrr_images",
+                        "3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = [json.loads(line) for line in open(out / "rows.jsonl")]
+    again = {r["job"]: r for r in rows if r["stage"] == "rescore"}  # the returned weights, scored on 3 images
+    assert sorted(again) == ["gpu_s0", "gpu_s1"] and all(r["rc"] == 0 and r["mrr_images"] == 3 for r in again.values())
+    recipe = "\n".join(summarize_gpu.recipe_tables(str(out / "rows.jsonl")))
+    goal = [x for x in recipe.split("goal 2, seed by seed")[1].split("###")[0].splitlines() if x.startswith("| gpu_")]
+    for line, job, before in zip(goal, ("gpu_s0", "gpu_s1"), minutes):  # the rescore's figures, the call's minutes
+        cells = line.split(" | ")
+        assert cells[2] == "3" and cells[3] == before and cells[4].startswith(f"{again[job]['mrr']:.3f} ")
+    assert not (tmp_path / "re" / "logs.tar.gz").exists()
+
+
+def test_rescore_without_weights_is_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "scripts/gpu_runs.py", "rescore", "--smoke", "--out", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stderr.strip() == f"gpu_runs.py: error: no gpu_sN.pt under --weights {tmp_path}"
 
 
 def test_a_bad_variant_is_one_line():
