@@ -1,6 +1,7 @@
 """evaluate_mrr.py: the world-model MRR (IWM §4) scores a perfect world model 1, an action-blind or constant one
 at most chance, is deterministic, draws the Figure-1 grid, and its CLI loads checkpoints and fails clearly."""
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from torchvision.io import read_image
 import augment
 import evaluate_mrr as E
 import model as M
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # blur sigma fixed so that every source view is a deterministic function of the image (the oracle looks it up)
 AUG = dataclasses.replace(augment.PRESETS["iwm"], blur_sigma=(1.0, 1.0))
@@ -213,3 +216,20 @@ def test_token_stats_tell_a_collapsed_representation_from_a_random_one():
     assert c["rank"] < 1.5 and c["var_image"] > 0.95 and "collapsed" in E.collapse_warning(c)
     assert p["var_position"] > 0.999 and p["var_image"] < 1e-6
     assert abs(sum(r[k] for k in ("var_image", "var_position", "var_residual")) - 1) < 1e-9
+
+
+def test_pixel_spread_sees_colour_only_where_there_is_colour():
+    """scripts/pixel_spread.py: a gray image has no saturation or hue to change (spread 0 up to fp32 rounding), a
+    coloured one has; every jitter component of augment's table gets a figure."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pixel_spread", os.path.join(ROOT, "scripts", "pixel_spread.py"))
+    ps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ps)
+    g = torch.Generator().manual_seed(0)
+    gray = torch.rand(2, 1, 8, 8, generator=g).expand(-1, 3, -1, -1) * 0.5 + 0.25
+    colour = torch.rand(2, 3, 8, 8, generator=g)
+    aug = augment.PRESETS["strong"]
+    s_gray, s_colour = (ps.pixel_spread(x, aug, 8, torch.Generator().manual_seed(1)) for x in (gray, colour))
+    assert set(s_gray) == set(s_colour) == set(augment.JITTER)
+    assert s_gray["saturation"] < 1e-6 and s_gray["hue"] < 1e-6 and s_gray["brightness"] > 1e-3
+    assert s_colour["saturation"] > 1e-3 and s_colour["hue"] > 1e-3
