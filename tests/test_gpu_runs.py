@@ -84,6 +84,9 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
         cells = line.split(" | ")
         assert cells[2] == "3" and cells[3] == before and cells[4].startswith(f"{again[job]['mrr']:.3f} ")
     assert not (tmp_path / "re" / "logs.tar.gz").exists()
+    variants = recipe.split("variants: seed 0 of")[1].split("###")[0]  # the rescored seed 0 once, beside the variant
+    names = [x.split(" | ")[0] for x in variants.splitlines() if x.startswith("| gpu_")]
+    assert names == ["| gpu_s0", "| gpu_lr2e-3_s0"]
 
 
 def test_rescore_without_weights_is_one_line(tmp_path):
