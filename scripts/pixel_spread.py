@@ -3,7 +3,7 @@ bank where only that component varies (the training preset's range), and the mea
 between two of its views. A component that hardly moves the pixels is one the world model can hardly resolve
 (evaluate_mrr.py prints the same spread in latent space, where the encoder has had its say).
 
-    python scripts/pixel_spread.py [--data shapes] [--augment strong] [--images 16] [--bank 64]
+    python scripts/pixel_spread.py [--data shapes] [--data_root DIR] [--augment strong] [--images 16] [--bank 64]
 """
 import argparse
 import os
@@ -13,7 +13,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import augment  # noqa: E402
-import data  # noqa: E402
 import evaluate_mrr as E  # noqa: E402
 
 
@@ -25,23 +24,23 @@ def pixel_spread(images, aug_cfg, bank, generator):
         cfg, per_image = E.bank_config(aug_cfg, c), []
         for img in images:
             views = E._views(img[None], augment.sample_params(bank, cfg, destructive=False, generator=generator), cfg)
-            v = views.flatten(1).double()
-            per_image.append(torch.cdist(v, v).square().sum() / (bank * (bank - 1)) / v.shape[1])
+            per_image.append(E.distances(views.flatten(1)[..., None], views.flatten(1)[..., None]).sum()
+                             / (bank * (bank - 1)))  # evaluate_mrr's spread, each pixel value a "patch" of width 1
         out[c] = torch.stack(per_image).mean().item()
     return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="shapes", choices=("shapes",), help="the built-in data (others need a root)")
+    ap.add_argument("--data", default="shapes", help="as evaluate_mrr.py's --data (with --data_root)")
+    ap.add_argument("--data_root", default="")
     ap.add_argument("--augment", default="strong", choices=tuple(augment.PRESETS))
     ap.add_argument("--img_size", type=int, default=64)
     ap.add_argument("--images", type=int, default=16, help="validation images, spread evenly over the split")
     ap.add_argument("--bank", type=int, default=64)
     args = ap.parse_args(argv)
-    ds = data.Shapes("val", args.img_size)
-    idx = torch.linspace(0, len(ds) - 1, args.images).long().tolist()
-    images = augment.to_float(torch.stack([ds[i][0] for i in idx]))
+    cfg = {"data": args.data, "data_root": args.data_root, "split": "val", "images": args.images}
+    images = augment.to_float(E.load_images(cfg, {"img_size": args.img_size}, "pixel_spread.py")[0])  # evaluate_mrr's
     spread = pixel_spread(images, augment.PRESETS[args.augment], args.bank, torch.Generator().manual_seed(0))
     top = max(spread.values())
     for c, v in spread.items():
