@@ -68,7 +68,8 @@ def recipe_tables(recipe):
                                  r["command"][4:].strip(", ") if r["command"].startswith("same") else "(the command)"]
                                 for r in q]), ""]
     out += goal2_table(rows, rel)
-    variants = [r for r in plot.best_mrr(rows).values() if r.get("flags") or r["job"] == "gpu_s0"]
+    variants = sorted((r for r in plot.best_mrr(rows).values() if r.get("flags") or r["job"] == "gpu_s0"),
+                      key=lambda r: (bool(r.get("flags")), r["job"]))  # the recipe first, not in the runs' finish order
     if any(r.get("flags") for r in variants):
         keys = ("mrr", "mrr/clean", "mrr/brightness", "mrr/contrast", "mrr/saturation", "mrr/hue", "rank")
         out += ["### The recipe's variants: seed 0 of configs/gpu.json with one change", "", f"- file: {rel}", "",
