@@ -12,10 +12,9 @@ Stages (run in the order given):
            where the loop's time goes beyond bench.py's step
   recipe   configs/gpu.json for --seeds, and the scaling curve: the same recipe at --curve multiples of the quick
            start's 44,800 images (the largest multiple is gpu.json itself, so its seeds are the curve's last point);
-           --variants are seed-0 runs of the recipe with other flags (an lr rule, say); each run then gets
-           evaluate_mrr.py (bank 256) and, for each of the recipe's seeds, linear probes of every label (against
-           one random init of the same architecture); the seeds' and variants' networks go to OUT/NAME.pt (the CPU
-           probes a variant later). Runs go --par at a time.
+           --variants are seed-0 runs of the recipe with other flags (an lr rule, say); each run gets evaluate_mrr.py
+           (bank 256) and, for each of the recipe's seeds, linear probes of every label (against one random init of the
+           same architecture); seeds' and variants' networks go to OUT/NAME.pt. Runs go --par at a time.
   rescore  after the call, on any machine: evaluate_mrr.py on --mrr_images images (64 halves a jitter component's
            CI) of every seed's networks that the call returned (--weights: its OUT/gpu_sN.pt), one `rescore` row each
            appended to --rows (the call's rows, results/gpu/DAY/recipe_rows.jsonl once committed); the goal-2 table
@@ -291,9 +290,10 @@ def recipe_job(s, name, seed, mult, flags):
     rc, wall, cut, text = s.run(name + "_mrr", [sys.executable, "evaluate_mrr.py", "--ckpt", ckpt] + ev)
     s.row(stage="recipe", job=name, what="mrr", seed=seed, images=mult * QUICK_IMAGES, rc=rc, wall_s=wall, cut=cut,
           flags=" ".join(flags), mrr_images=n, **mrr_figures(text))
-    if flags or name in [f"gpu_s{x}" for x in s.args.seeds]:  # the recipe and its variants, not the curve
+    recipe = name in [f"gpu_s{x}" for x in s.args.seeds]  # one of the recipe's seeds: not a variant, not the curve
+    if recipe or flags:  # the seeds' and variants' networks (the CPU probes a variant later), not the curve's
         keep_weights(s, name, ckpt)  # 14 MiB each: 3 seeds and a variant fit the device tool's 64 MiB
-    if name in [f"gpu_s{x}" for x in s.args.seeds]:  # the recipe itself: issue 25 asks every seed for the probe
+    if recipe:  # issue 25 asks every seed for the probe
         probes(s, name, ckpt, random=seed == s.args.seeds[0])
     s.pack()
 

@@ -23,9 +23,9 @@ def pixel_spread(images, aug_cfg, bank, generator):
     for c in augment.JITTER:
         cfg, per_image = E.bank_config(aug_cfg, c), []
         for img in images:
-            views = E._views(img[None], augment.sample_params(bank, cfg, destructive=False, generator=generator), cfg)
-            per_image.append(E.distances(views.flatten(1)[..., None], views.flatten(1)[..., None]).sum()
-                             / (bank * (bank - 1)))  # evaluate_mrr's spread, each pixel value a "patch" of width 1
+            params = augment.sample_params(bank, cfg, destructive=False, generator=generator)
+            v = E._views(img[None], params, cfg).flatten(1)[..., None]  # each pixel value a "patch" of width 1
+            per_image.append(E.distances(v, v).sum() / (bank * (bank - 1)))  # evaluate_mrr's spread
         out[c] = torch.stack(per_image).mean().item()
     return out
 
