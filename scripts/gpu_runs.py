@@ -16,9 +16,9 @@ Stages (run in the order given):
            (bank 256) and, for each of the recipe's seeds, linear probes of every label (against one random init of the
            same architecture); seeds' and variants' networks go to OUT/NAME.pt. Runs go --par at a time.
   rescore  after the call, on any machine: evaluate_mrr.py on --mrr_images images (64 halves a jitter component's
-           CI) of every seed's networks that the call returned (--weights: its OUT/gpu_sN.pt), one `rescore` row each
-           appended to --rows (the call's rows, results/gpu/DAY/recipe_rows.jsonl once committed); the goal-2 table
-           and the scaling curve then read each seed from the row scored on the most images
+           CI) of every seed's and variant's networks that the call returned (--weights: its OUT/gpu_*.pt), one
+           `rescore` row each appended to --rows (the call's rows, results/gpu/DAY/recipe_rows.jsonl once committed);
+           the goal-2, variants and curve tables then read each run from the row scored on the most images
 Every command gets at most what is left of --budget; a training run that reaches it is stopped by SIGTERM (train.py
 saves, then exits 143) and its row says "cut". --smoke runs everything on the CPU at toy shapes in seconds
 (tests/test_gpu_runs.py). Rows: {"stage", "job", "what", "rc", "wall_s", "cut", ...figures}.
@@ -327,16 +327,16 @@ def probes(s, name, ckpt, random=True):
 
 
 def rescore(s):
-    """evaluate_mrr.py on --mrr_images images of each gpu_sN.pt under --weights, on this machine (the CPU: ~12 min a
-    seed at 64 images): one row each, stage `rescore`, beside the call's own rows."""
-    names = sorted(f[:-3] for f in os.listdir(s.args.weights) if re.fullmatch(r"gpu_s\d+\.pt", f))
+    """evaluate_mrr.py on --mrr_images images of each seed's and variant's networks under --weights (gpu_sN.pt,
+    gpu_NAME_sN.pt), on this machine (the CPU: ~12 min a run at 64): one row each, stage `rescore`."""
+    names = sorted(f[:-3] for f in os.listdir(s.args.weights) if re.fullmatch(r"gpu_(\S+_)?s\d+\.pt", f))
     if not names:
-        sys.exit(f"gpu_runs.py: error: no gpu_sN.pt under --weights {s.args.weights}")
+        sys.exit(f"gpu_runs.py: error: no gpu_sN.pt or gpu_NAME_sN.pt under --weights {s.args.weights}")
     bank = ["--bank", "4", "--device", "cpu"] if s.args.smoke else ["--bank", "256"]
     for name in names:
         ev = ["--ckpt", os.path.join(s.args.weights, name + ".pt"), "--images", str(s.args.mrr_images)] + bank
         rc, wall, cut, text = s.run(name + "_rescore", [sys.executable, "evaluate_mrr.py"] + ev)
-        s.row(stage="rescore", job=name, what="mrr", seed=int(name[5:]), rc=rc, wall_s=wall, cut=cut,
+        s.row(stage="rescore", job=name, what="mrr", seed=int(name.rsplit("_s", 1)[1]), rc=rc, wall_s=wall, cut=cut,
               mrr_images=s.args.mrr_images, **mrr_figures(text))
 
 
@@ -346,7 +346,7 @@ def main(argv=None):
     ap.add_argument("--out", default=os.environ.get("OUT") or "results/gpu")
     ap.add_argument("--work", default="runs/gpu_runs", help="run folders and logs (not returned)")
     ap.add_argument("--rows", default="", help="the rows file (default OUT/rows.jsonl)")
-    ap.add_argument("--weights", default="", help="rescore: the folder of a call's gpu_sN.pt (default OUT)")
+    ap.add_argument("--weights", default="", help="rescore: the folder of a call's gpu_*.pt (default OUT)")
     ap.add_argument("--config", default="configs/gpu.json")
     ap.add_argument("--train_flags", default="", help="added to every train.py call, e.g. '--batch_size 512'")
     ap.add_argument("--budget", type=float, default=540, help="seconds for the whole call")

@@ -77,7 +77,8 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     rows = [json.loads(line) for line in open(out / "rows.jsonl")]
     again = {r["job"]: r for r in rows if r["stage"] == "rescore"}  # the returned weights, scored on 3 images
-    assert sorted(again) == ["gpu_s0", "gpu_s1"] and all(r["rc"] == 0 and r["mrr_images"] == 3 for r in again.values())
+    assert sorted(again) == ["gpu_lr2e-3_s0", "gpu_s0", "gpu_s1"] and again["gpu_lr2e-3_s0"]["seed"] == 0
+    assert all(r["rc"] == 0 and r["mrr_images"] == 3 for r in again.values())
     recipe = "\n".join(summarize_gpu.recipe_tables(str(out / "rows.jsonl")))
     goal = [x for x in recipe.split("goal 2, seed by seed")[1].split("###")[0].splitlines() if x.startswith("| gpu_")]
     for line, job, before in zip(goal, ("gpu_s0", "gpu_s1"), minutes):  # the rescore's figures, the call's minutes
@@ -85,14 +86,16 @@ def test_smoke_session_writes_rows_logs_weights_and_plot(tmp_path):
         assert cells[2] == "3" and cells[3] == before and cells[4].startswith(f"{again[job]['mrr']:.3f} ")
     assert not (tmp_path / "re" / "logs.tar.gz").exists()
     variants = recipe.split("variants: seed 0 of")[1].split("###")[0]  # the rescored seed 0 once, beside the variant
-    names = [x.split(" | ")[0] for x in variants.splitlines() if x.startswith("| gpu_")]
-    assert names == ["| gpu_s0", "| gpu_lr2e-3_s0"]
+    lines = [x.split(" | ") for x in variants.splitlines() if x.startswith("| gpu_")]
+    assert [x[0] for x in lines] == ["| gpu_s0", "| gpu_lr2e-3_s0"]  # the variant keeps its flags, read on 3 images
+    assert lines[1][1] == "--lr 0.002 --batch_size 4" and lines[1][2] == f"{again['gpu_lr2e-3_s0']['mrr']:.3f}"
 
 
 def test_rescore_without_weights_is_one_line(tmp_path):
     p = subprocess.run([sys.executable, "scripts/gpu_runs.py", "rescore", "--smoke", "--out", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 1 and p.stderr.strip() == f"gpu_runs.py: error: no gpu_sN.pt under --weights {tmp_path}"
+    assert p.returncode == 1
+    assert p.stderr.strip() == f"gpu_runs.py: error: no gpu_sN.pt or gpu_NAME_sN.pt under --weights {tmp_path}"
 
 
 def test_a_bad_variant_is_one_line():
